@@ -1,0 +1,265 @@
+"""Batch runner: a params file's grid through papermill, N runs at a time, resumable, never losing a result.
+
+    python -m oneclass.batch params/fcdd/fmnist.yaml --preset quick -j 2
+    python -m oneclass.batch params/fcdd/fmnist.yaml --classes 0 3 --seeds 0 1 --redo
+    python -m oneclass.batch params/fcdd/fmnist.yaml --executor dask --scheduler tcp://host:8786
+
+Each run executes in its own kernel (separate process; kernels talk over ipc sockets in private folders, so
+parallel runs never race for TCP ports), writes into a temporary folder and is renamed to
+``outputs/<preset>/<experiment>/<dataset>/<class>/seed_<k>`` when complete. A per-run file lock lets several
+runners share one outputs folder. A finished run is skipped on a rerun (``--redo`` replaces it); a finished run
+with different parameters is reported as stale and left alone. A failed run keeps its traceback in
+``seed_<k>.failed/error.txt`` and the others go on; the exit code is 1 when any run failed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from . import params as P
+from .runs import (MANAGED_MARKER, environment, finalize, is_finished, outputs_root, run_path, temporary_path,
+                   write_yaml)
+
+STATUSES = ("done", "skipped", "stale", "busy", "failed")
+
+
+@dataclass
+class Result:
+    label: str
+    status: str
+    seconds: float = 0.0
+    path: str = ""
+    message: str = ""
+
+
+def record(spec: P.RunSpec) -> dict:
+    """What params.yaml holds: the resolved notebook parameters plus where they came from."""
+    return {"experiment": spec.experiment, "preset": spec.preset, "dataset": spec.dataset,
+            "normal_class": spec.normal_class, "seed": spec.seed, "notebook": str(spec.notebook),
+            **spec.meta, "parameters": dict(spec.parameters)}
+
+
+def _stored_parameters(final: Path) -> dict | None:
+    f = final / "params.yaml"
+    return (yaml.safe_load(f.read_text()) or {}).get("parameters") if f.exists() else None
+
+
+def _error_text(err: BaseException) -> str:
+    # papermill's execution error carries the kernel-side traceback; keep both sides.
+    kernel_tb = getattr(err, "traceback", None)
+    text = "".join(traceback.format_exception(err))
+    if kernel_tb:
+        text += "\n--- kernel traceback ---\n" + "\n".join(kernel_tb)
+    return text
+
+
+def _fail(tmp: Path, final: Path, text: str) -> Path:
+    (tmp / "error.txt").write_text(text)
+    failed = final.parent / f"{final.name}.failed"
+    shutil.rmtree(failed, ignore_errors=True)
+    os.rename(tmp, failed)
+    return failed
+
+
+def _execute_notebook(spec: P.RunSpec, tmp: Path, threads: int | None) -> None:
+    import papermill
+    from jupyter_client.manager import KernelManager
+
+    if threads:  # parallel runs each get their share of the cores instead of all fighting for all of them
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(threads)
+    sockets = Path(tempfile.mkdtemp(prefix="oc-kernel-"))   # short path: unix sockets allow ~100 characters
+    km = KernelManager(kernel_name="python3", transport="ipc")
+    km.ip = str(sockets / "k")
+    try:
+        papermill.execute_notebook(str(spec.notebook), str(tmp / "run.ipynb"),
+                                   parameters=dict(spec.parameters) | {"run_dir": str(tmp)},
+                                   kernel_name="python3", language="python", progress_bar=False, km=km,
+                                   cwd=str(spec.notebook.parent))
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+def execute(spec: P.RunSpec, outputs: str, redo: bool = False, threads: int | None = None) -> Result:
+    """Run one spec into its run folder (in this process's kernel child); safe to call from many processes."""
+    from filelock import FileLock, Timeout
+
+    final = run_path(outputs, spec.preset, spec.experiment, spec.dataset, spec.normal_class, spec.seed)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(final.parent / f".{final.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return Result(spec.label, "busy", path=str(final), message="another runner is executing this run")
+    try:
+        if is_finished(final) and not redo:
+            stored = _stored_parameters(final)
+            if stored is not None and stored != dict(spec.parameters):
+                changed = sorted(k for k in set(stored) | set(spec.parameters)
+                                 if stored.get(k) != spec.parameters.get(k))
+                return Result(spec.label, "stale", path=str(final),
+                              message=f"finished with other parameters ({', '.join(changed)}); --redo replaces it")
+            return Result(spec.label, "skipped", path=str(final))
+        for orphan in final.parent.glob(f".{final.name}.tmp-*"):   # left by a killed runner; we hold the lock
+            shutil.rmtree(orphan, ignore_errors=True)
+        tmp = temporary_path(final)
+        tmp.mkdir()
+        (tmp / MANAGED_MARKER).touch()
+        write_yaml(tmp / "params.yaml", record(spec))
+        start = time.time()
+        try:
+            _execute_notebook(spec, tmp, threads)
+            if not (tmp / "metrics.json").exists():
+                raise RuntimeError("the notebook finished without writing metrics.json: it must call "
+                                   "run.save_metrics(...) (see CONTRIBUTING.md)")
+        except Exception as err:  # noqa: BLE001 - any failure of one run is recorded, the batch goes on
+            failed = _fail(tmp, final, _error_text(err))
+            first = str(err).strip().splitlines()
+            return Result(spec.label, "failed", time.time() - start, str(failed),
+                          (first[0] if first else type(err).__name__)[:300])
+        seconds = time.time() - start
+        (tmp / "env.json").write_text(json.dumps(environment(seconds), indent=2))
+        (tmp / MANAGED_MARKER).unlink()
+        shutil.rmtree(final.parent / f"{final.name}.failed", ignore_errors=True)
+        old = None
+        if final.exists():   # --redo: move the old result aside only once the new one is complete
+            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(final, old)
+        finalize(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return Result(spec.label, "done", seconds, str(final))
+    finally:
+        lock.release()
+
+
+# --- executors ----------------------------------------------------------------------------------------------
+
+def _local(specs, outputs, redo, jobs, threads):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    if jobs == 1:
+        for spec in specs:
+            yield execute(spec, outputs, redo, threads)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = {pool.submit(execute, s, outputs, redo, threads): s for s in specs}
+        for fut in as_completed(futures):
+            try:
+                yield fut.result()
+            except Exception as err:  # noqa: BLE001 - a dead worker process fails its run, not the batch
+                yield Result(futures[fut].label, "failed", message=f"worker died: {err}")
+
+
+def _dask(specs, outputs, redo, scheduler, threads):
+    from distributed import Client, as_completed
+
+    with Client(scheduler) as client:
+        futures = [client.submit(execute, s, outputs, redo, threads, pure=False, key=f"oneclass-{uuid.uuid4().hex}")
+                   for s in specs]
+        labels = {f.key: s.label for f, s in zip(futures, specs)}
+        for fut in as_completed(futures):
+            try:
+                yield fut.result()
+            except Exception as err:  # noqa: BLE001
+                yield Result(labels[fut.key], "failed", message=f"dask task failed: {err}")
+
+
+def run_batch(specs: list[P.RunSpec], outputs: str | None = None, jobs: int = 1, redo: bool = False,
+              executor: str = "local", scheduler: str | None = None, progress: bool = True) -> list[Result]:
+    """Execute specs, showing progress; returns one Result per spec (in completion order)."""
+    from tqdm.auto import tqdm
+
+    outputs = str(outputs_root(outputs))
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs)) if executor == "local" else None
+    if executor == "dask":
+        if not scheduler:
+            raise P.ParamsError("--executor dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
+        stream = _dask(specs, outputs, redo, scheduler, 1)
+    elif executor == "local":
+        stream = _local(specs, outputs, redo, jobs, threads)
+    else:
+        raise P.ParamsError(f"unknown executor {executor!r}; choose local or dask")
+    results, counts = [], Counter()
+    bar = tqdm(total=len(specs), unit="run", disable=not progress, dynamic_ncols=True)
+    for res in stream:
+        results.append(res)
+        counts[res.status] += 1
+        bar.update(1)
+        bar.set_postfix({k: counts[k] for k in STATUSES if counts[k]})
+        if progress or res.status == "failed":
+            extra = f"  {res.message}" if res.message else ""
+            bar.write(f"{res.status:>7} {res.seconds:7.1f}s  {res.label}{extra}")
+    bar.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m oneclass.batch", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("params", nargs="+", help="params file(s): params/<paper>/<experiment>.yaml")
+    ap.add_argument("--preset", default="quick", choices=P.PRESETS)
+    ap.add_argument("--classes", nargs="+", help="narrow the grid to these classes (names or indices)")
+    ap.add_argument("--seeds", nargs="+", type=int, help="narrow the grid to these seeds")
+    ap.add_argument("-j", "--jobs", type=int, default=1, help="runs at a time (separate processes)")
+    ap.add_argument("--redo", action="store_true", help="rerun finished runs and replace them")
+    ap.add_argument("--outputs", help="outputs root (default $ONECLASS_OUTPUTS or ./outputs)")
+    ap.add_argument("--data", help="data root (sets ONECLASS_DATA for the notebooks)")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="override notebook parameters (YAML values), e.g. --set epochs=3")
+    ap.add_argument("--executor", default="local", choices=("local", "dask"))
+    ap.add_argument("--scheduler", help="dask scheduler address for --executor dask")
+    ap.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    ap.add_argument("--no-tables", action="store_true", help="skip the tables and galleries at the end")
+    args = ap.parse_args(argv)
+    if args.data:
+        os.environ["ONECLASS_DATA"] = str(Path(args.data).absolute())
+    try:
+        overrides = {}
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise P.ParamsError(f"--set takes KEY=VALUE, got {item!r}")
+            overrides[key] = yaml.safe_load(value)
+        classes = [int(c) if c.isdigit() else c for c in args.classes] if args.classes else None
+        experiments = [P.load(p) for p in args.params]
+        specs = [s for e in experiments for s in P.expand(e, args.preset, classes, args.seeds, overrides)]
+    except P.ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for s in specs:
+            print(s.label)
+        return 0
+    print(f"{len(specs)} runs, preset {args.preset}, -j {args.jobs}, outputs {outputs_root(args.outputs)}")
+    results = run_batch(specs, args.outputs, args.jobs, args.redo, args.executor, args.scheduler)
+    counts = Counter(r.status for r in results)
+    print("; ".join(f"{counts[k]} {k}" for k in STATUSES if counts[k]))
+    for r in results:
+        if r.status in ("failed", "stale"):
+            print(f"{r.status}: {r.label}: {r.message}\n    see {r.path}")
+    if not args.no_tables:
+        from . import tables
+        for e in experiments:
+            where = tables.build_experiment(e, args.preset, args.outputs)
+            if where:
+                print(f"tables and gallery of {e.name}: {where}")
+    return 1 if counts["failed"] else (3 if counts["stale"] else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

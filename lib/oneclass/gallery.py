@@ -1,0 +1,151 @@
+"""Heatmap galleries from run folders, like the papers' figures.
+
+:func:`normalize` is FCDD's appendix A contrast rule, the one place heatmaps are scaled for display (galleries
+and the explorer widgets alike): subtract the minimum over a set of maps, divide by the eta-quantile of the
+shifted maps over all pixels of the set, clamp to [0, 1]. The set is each map alone (``local``), the maps of
+one figure (``figure``), or a whole split (``split``, given as ``reference``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+SCOPES = ("local", "figure", "split")
+
+
+def normalize(maps, eta: float = 0.97, scope: str = "figure", reference=None) -> np.ndarray:
+    """Appendix A of FCDD: I(X) = min((A'(X) - min A) / q_eta(A - min A), 1) over the set A chosen by ``scope``."""
+    maps = np.asarray(maps, dtype=np.float64)
+    if not 0 < eta <= 1:
+        raise ValueError(f"eta must be in (0, 1], got {eta}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if scope == "split" and reference is None:
+        raise ValueError("scope 'split' needs reference= the maps of the whole split")
+    if scope == "local":
+        return np.stack([normalize(m[None], eta, "figure")[0] for m in maps]) if len(maps) else maps
+    ref = maps if scope == "figure" else np.asarray(reference, dtype=np.float64)
+    low = ref.min()
+    q = np.quantile(ref - low, eta)
+    scaled = (maps - low) / q if q > 0 else np.zeros_like(maps)
+    return np.clip(scaled, 0.0, 1.0)
+
+
+def blur(maps, sigma: float) -> np.ndarray:
+    """Gaussian blur of each map (display only: metrics use the raw maps)."""
+    from scipy.ndimage import gaussian_filter
+
+    maps = np.asarray(maps, dtype=np.float64)
+    return maps if sigma <= 0 else np.stack([gaussian_filter(m, sigma) for m in maps])
+
+
+def _as_hwc(img: np.ndarray) -> np.ndarray:
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[0] in (1, 3):
+        img = img.transpose(1, 2, 0)
+    return img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img
+
+
+def figure(images, rows: dict, scores=None, masks=None, titles=None, cmap: str = "jet", row_height: float = 1.2,
+           suptitle: str | None = None):
+    """A grid: the inputs in the first row, then one row per named set of (already normalised) heatmaps, then
+    the ground truth when given. Columns in the order given (sort them by score before calling)."""
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    names = ["input", *rows] + (["ground truth"] if masks is not None else [])
+    fig, axes = plt.subplots(len(names), max(n, 1), figsize=(max(n, 1) * row_height, len(names) * row_height),
+                             squeeze=False)
+    for j in range(n):
+        img = _as_hwc(images[j])
+        axes[0, j].imshow(img, cmap="gray" if img.ndim == 2 else None)
+        for i, key in enumerate(rows, start=1):
+            axes[i, j].imshow(np.asarray(rows[key][j]), cmap=cmap, vmin=0, vmax=1)
+        if masks is not None:
+            axes[-1, j].imshow(np.asarray(masks[j]).squeeze(), cmap="gray", vmin=0, vmax=1)
+        if scores is not None:
+            axes[0, j].set_title(f"{float(scores[j]):.3g}" if titles is None else titles[j], fontsize=7)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for i, name in enumerate(names):
+        axes[i, 0].set_ylabel(name, fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def load_run_maps(run: str | Path) -> dict:
+    """maps.npz and scores.parquet of a run folder, aligned: gallery arrays plus their scores and labels."""
+    import pandas as pd
+
+    run = Path(run)
+    if not (run / "maps.npz").exists():
+        raise FileNotFoundError(f"{run} has no maps.npz: this method saved no heatmaps")
+    with np.load(run / "maps.npz") as z:
+        maps = {k: z[k] for k in z.files}
+    scores = pd.read_parquet(run / "scores.parquet")
+    if "index" in maps and "upsampled" in maps:
+        sel = scores.set_index("index").loc[maps["index"]]
+        maps["scores"] = sel["score"].to_numpy()
+        maps["anomaly"] = sel["anomaly"].to_numpy() if "anomaly" in sel else np.zeros(len(sel), int)
+    return maps
+
+
+def run_figure(run: str | Path, group: str = "anomalous", n: int = 8, eta: float = 0.97, scope: str = "figure",
+               sigma: float = 0.0, cmap: str = "jet", descending: bool = True, title: str | None = None):
+    """Gallery of one run: ``n`` nominal or anomalous test images ordered by score, with their heatmaps."""
+    m = load_run_maps(run)
+    if "upsampled" not in m:
+        raise ValueError(f"{run}: maps.npz has no 'upsampled' gallery maps")
+    want = 1 if group == "anomalous" else 0
+    idx = np.flatnonzero(m["anomaly"] == want)
+    idx = idx[np.argsort(m["scores"][idx], kind="stable")]
+    idx = (idx[::-1] if descending else idx)[:n]
+    maps = blur(m["upsampled"][idx].astype(np.float64), sigma)
+    reference = m.get("native") if scope == "split" else None
+    heat = normalize(maps, eta, scope, reference)
+    masks = m["masks"][idx] if "masks" in m else None
+    return figure(m["images"][idx], {"heatmap": heat}, m["scores"][idx], masks, cmap=cmap,
+                  suptitle=title or f"{Path(run).parent.name}: {group}, eta={eta}, {scope}")
+
+
+def experiment_figure(run_dirs: list[Path], n: int = 6, eta: float = 0.97, scope: str = "local",
+                      cmap: str = "jet", path: str | Path | None = None):
+    """FCDD figure 4 style: per class (one run each), the most anomalous nominal and anomalous test images."""
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for run in run_dirs:
+        try:
+            m = load_run_maps(run)
+        except FileNotFoundError:
+            continue
+        if "upsampled" not in m:
+            continue
+        for want in (0, 1):
+            idx = np.flatnonzero(m["anomaly"] == want)
+            idx = idx[np.argsort(-m["scores"][idx], kind="stable")][:n]
+            panels.append((f"{Path(run).parent.name} {'anomalous' if want else 'nominal'}", m["images"][idx],
+                           normalize(m["upsampled"][idx], eta, scope), m["scores"][idx]))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(2 * len(panels), n, figsize=(n * 1.1, 2.2 * len(panels)), squeeze=False)
+    for p, (name, imgs, heat, scores) in enumerate(panels):
+        for j in range(n):
+            for r in (0, 1):
+                ax = axes[2 * p + r, j]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j < len(imgs):
+                    img = _as_hwc(imgs[j])
+                    ax.imshow(img if r == 0 else heat[j], cmap=("gray" if img.ndim == 2 else None) if r == 0 else cmap,
+                              **({} if r == 0 else {"vmin": 0, "vmax": 1}))
+        axes[2 * p, 0].set_ylabel(name, fontsize=6, rotation=0, ha="right")
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig

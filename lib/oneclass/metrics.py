@@ -1,0 +1,100 @@
+"""Metrics on scores and maps (never on models). Scores mean 'more anomalous is higher' everywhere.
+
+Detection: :func:`auc` (anomalies positive), :func:`aupr_in` (nominal positive, on the negated score) and
+:func:`aupr_out` (anomalies positive), the convention of GEOM's tables. Localisation: pixel AUC pooled over all
+pixels of all test images (FCDD's code) and averaged per anomalous image (FCDD's text). Explanations: the
+Clever Hans paper's explanation accuracy and Clever Hans score.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+
+def _array(x, name: str) -> np.ndarray:
+    x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise ValueError(f"{name} has {int(bad.sum())} NaN/inf value(s): a metric of non-finite scores is "
+                         "meaningless; fix the model or the score (compute it in log space)")
+    return x
+
+
+def _labels(y, n: int) -> np.ndarray:
+    y = np.asarray(y.detach().cpu() if hasattr(y, "detach") else y).astype(int).reshape(-1)
+    if y.size != n:
+        raise ValueError(f"{y.size} labels for {n} scores: pass one 0/1 anomaly label per score")
+    if not set(np.unique(y)) <= {0, 1}:
+        raise ValueError(f"anomaly labels must be 0 (nominal) or 1 (anomalous), got values {np.unique(y)[:10]}")
+    if len(np.unique(y)) < 2:
+        raise ValueError("the test set has only one class (all nominal or all anomalous): AUC is undefined; "
+                         "use a test split that holds both")
+    return y
+
+
+def auc(scores, anomaly) -> float:
+    """ROC AUC with anomalies as the positive class (equal to GEOM's AUROC of the normality score with the
+    nominal class positive)."""
+    s = _array(scores, "scores").reshape(-1)
+    return float(roc_auc_score(_labels(anomaly, s.size), s))
+
+
+def aupr_in(scores, anomaly) -> float:
+    """Average precision with the nominal class positive, ranked by normality (= -score)."""
+    s = _array(scores, "scores").reshape(-1)
+    return float(average_precision_score(1 - _labels(anomaly, s.size), -s))
+
+
+def aupr_out(scores, anomaly) -> float:
+    """Average precision with anomalies positive, ranked by the anomaly score."""
+    s = _array(scores, "scores").reshape(-1)
+    return float(average_precision_score(_labels(anomaly, s.size), s))
+
+
+def detection(scores, anomaly) -> dict:
+    return {"auc": auc(scores, anomaly), "aupr_in": aupr_in(scores, anomaly), "aupr_out": aupr_out(scores, anomaly)}
+
+
+def _maps_and_masks(maps, masks):
+    m = _array(maps, "maps")
+    g = np.asarray(masks.detach().cpu() if hasattr(masks, "detach") else masks)
+    m = m.reshape(m.shape[0], -1) if m.ndim > 1 else m
+    g = g.reshape(g.shape[0], -1) if g.ndim > 1 else g
+    if m.shape != g.shape:
+        raise ValueError(f"maps {np.shape(maps)} and masks {np.shape(masks)} differ in shape: upsample the maps to "
+                         "the ground truth's resolution first")
+    return m, (g > 0).astype(int)
+
+
+def pixel_auc_pooled(maps, masks) -> float:
+    """One ROC over every pixel of every test image (nominal images included): what FCDD's code computes."""
+    m, g = _maps_and_masks(maps, masks)
+    if g.min() == g.max():
+        raise ValueError("the masks hold only one class of pixels: pixel AUC is undefined")
+    return float(roc_auc_score(g.reshape(-1), m.reshape(-1)))
+
+
+def pixel_auc_per_image(maps, masks) -> float:
+    """ROC AUC of each image's pixels, averaged over the images whose mask has both classes (the anomalous
+    ones): the 'per-sample AUC averaged' that FCDD's text describes."""
+    m, g = _maps_and_masks(maps, masks)
+    per = [roc_auc_score(gi, mi) for mi, gi in zip(m, g) if 0 < gi.sum() < gi.size]
+    if not per:
+        raise ValueError("no test image has a mask with both anomalous and nominal pixels")
+    return float(np.mean(per))
+
+
+def explanation_accuracy(explanations, ground_truth) -> float:
+    """Mean cosine similarity between each ground-truth map and the rectified explanation max(0, R)
+    (Clever Hans paper). Images whose explanation or ground truth is all zero count as 0."""
+    r, _ = _maps_and_masks(explanations, np.zeros_like(np.asarray(ground_truth)))
+    g = _array(ground_truth, "ground truth").reshape(r.shape[0], -1)
+    r = np.maximum(r, 0)
+    denom = np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1)
+    cos = np.divide((r * g).sum(axis=1), denom, out=np.zeros(len(r)), where=denom > 0)
+    return float(cos.mean())
+
+
+def clever_hans_score(auc_value: float, explanation_accuracy_value: float) -> float:
+    """Clever Hans score = detection AUC - explanation accuracy (high: right for the wrong reasons)."""
+    return float(auc_value) - float(explanation_accuracy_value)

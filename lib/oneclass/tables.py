@@ -1,0 +1,166 @@
+"""Run folders -> tidy tables with the paper's number beside ours.
+
+:func:`collect` reads finished run folders (never notebooks' printed output, never temporary or failed folders)
+into one row per run. :func:`summarize` gives per-class mean +- std over seeds with run counts, the mean over
+classes, the paper's reported value (from ``oneclass.reported``), the difference and a flag outside the
+tolerance. :func:`write` saves CSV, Markdown and a seaborn figure.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import reported
+from .runs import finished_runs, outputs_root, read_run
+
+DEFAULT_TOLERANCE = 0.03
+
+
+def _method(meta: dict, parameters: dict) -> str | None:
+    """The paper's method column a run belongs to: reported.method is a name or a mapping from the run's
+    ``method`` parameter to names."""
+    spec = (meta or {}).get("method")
+    if isinstance(spec, dict):
+        key = parameters.get((meta or {}).get("method_param", "method"))
+        return spec.get(key, key)
+    return spec or parameters.get("method")
+
+
+def collect(root: str | Path) -> pd.DataFrame:
+    """One row per finished run below ``root``: coordinates, parameters of note, every metric, wall seconds."""
+    rows = []
+    for path in finished_runs(root):
+        r = read_run(path)
+        p, params = r["params"], r["params"].get("parameters", {})
+        rep = p.get("reported") or {}
+        cls = p.get("normal_class", params.get("normal_class"))
+        rows.append({
+            "experiment": p.get("experiment"), "preset": p.get("preset"), "dataset": p.get("dataset"),
+            "class": "+".join(map(str, cls)) if isinstance(cls, list) else str(cls), "seed": p.get("seed"),
+            "method": _method(rep, params), "paper": rep.get("paper"), "table": rep.get("table"),
+            "deviations": "; ".join(p.get("deviations") or []),
+            "report_metrics": ",".join(rep.get("metrics") or [rep.get("metric", "auc")]),
+            **{k: v for k, v in r["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+            "wall_seconds": r["env"].get("wall_seconds"), "path": str(path),
+        })
+    return pd.DataFrame(rows)
+
+
+def summarize(frame: pd.DataFrame, metric: str = "auc", tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
+    """Per (experiment, method, class): mean, std over seeds, runs; then a 'mean' row per (experiment, method)
+    averaging the class means. Paper values are looked up per row; ``flag`` marks |ours - paper| > tolerance."""
+    if frame.empty or metric not in frame:
+        return pd.DataFrame()
+    keys = ["experiment", "dataset", "method", "paper", "table"]
+    f = frame.dropna(subset=[metric]).fillna({"method": "", "paper": "", "table": ""})
+    per = (f.groupby(keys + ["class"], sort=False)[metric]
+           .agg(mean="mean", std="std", runs="count").reset_index())
+    per["seconds"] = f.groupby(keys + ["class"], sort=False)["wall_seconds"].mean().to_numpy()
+    means = (per.groupby(keys, sort=False).agg(mean=("mean", "mean"), runs=("runs", "sum"),
+                                                seconds=("seconds", "mean")).reset_index())
+    means["std"] = np.nan
+    means["class"] = "mean"
+    out = pd.concat([per, means[per.columns]], ignore_index=True)
+
+    def paper_value(row):
+        if not row["paper"] or not row["table"]:
+            return np.nan
+        try:
+            v = reported.value(row["paper"], row["table"], row["dataset"], row["method"], row["class"], metric)
+        except FileNotFoundError:
+            return np.nan
+        return np.nan if v is None else v
+
+    out["paper_value"] = out.apply(paper_value, axis=1)
+    out["diff"] = out["mean"] - out["paper_value"]
+    out["flag"] = np.where(out["diff"].abs() > tolerance, "outside ±%.2f" % tolerance, "")
+    out.insert(len(keys) + 1, "metric", metric)
+    return out
+
+
+def wide(summary: pd.DataFrame) -> pd.DataFrame:
+    """The paper's layout: classes as rows, one column per method holding 'ours ± std (paper)'."""
+    def cell(r):
+        ours = f"{r['mean']:.3f}" + (f" ± {r['std']:.3f}" if pd.notna(r["std"]) else "")
+        return ours + (f" ({r['paper_value']:.3f})" if pd.notna(r["paper_value"]) else " (-)")
+
+    s = summary.assign(cell=summary.apply(cell, axis=1))
+    order = list(dict.fromkeys(s["class"]))
+    return s.pivot_table(index="class", columns="method", values="cell", aggfunc="first").reindex(order)
+
+
+def by_paper_table(frame: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> dict:
+    """{(paper, table, metric): summary} for every paper table the finished runs can fill."""
+    out = {}
+    if frame.empty:
+        return out
+    f = frame.fillna({"paper": "", "table": ""})
+    for (paper, table), group in f.groupby(["paper", "table"], sort=True):
+        for metric in sorted({m for ms in group["report_metrics"] for m in ms.split(",") if m in group}):
+            out[(paper, table, metric)] = summarize(group, metric, tolerance)
+    return out
+
+
+def to_markdown(summary: pd.DataFrame, deviations: list[str] | None = None) -> str:
+    cols = ["method", "class", "mean", "std", "runs", "paper_value", "diff", "flag", "seconds"]
+    body = summary[cols].to_markdown(index=False, floatfmt=".3f")
+    notes = "".join(f"\n- {d}" for d in (deviations or []))
+    return body + ("\n\nDeviations from the paper:" + notes if notes else "") + "\n"
+
+
+def plot(summary: pd.DataFrame, path: str | Path | None = None):
+    """Ours (mean +- std over seeds) beside the paper's value, per class and method."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    s = summary[summary["class"] != "mean"]
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * s["class"].nunique() * max(1, s["method"].nunique())), 3.2))
+    sns.barplot(data=s, x="class", y="mean", hue="method", ax=ax, alpha=0.8)
+    paper = s.dropna(subset=["paper_value"])
+    if len(paper):
+        sns.stripplot(data=paper, x="class", y="paper_value", hue="method", dodge=True, marker="D", size=6,
+                      palette="dark:black", legend=False, ax=ax)
+    ax.set_ylabel(f"{summary['metric'].iloc[0]} (bars: ours; diamonds: paper)")
+    ax.set_ylim(max(0.0, float(np.nanmin(s[["mean", "paper_value"]].to_numpy())) - 0.1), 1.0)
+    ax.tick_params(axis="x", rotation=45, labelsize=7)
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
+
+
+def write(summary: pd.DataFrame, folder: str | Path, name: str, deviations: list[str] | None = None) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(folder / f"{name}.csv", index=False)
+    (folder / f"{name}.md").write_text(to_markdown(summary, deviations))
+    plot(summary, folder / f"{name}.png")
+    return folder
+
+
+def build_experiment(exp, preset: str, outputs: str | Path | None = None) -> Path | None:
+    """Tables (one per metric the runs share) and a gallery for one params file's runs of one preset, in
+    ``outputs/<preset>/_tables/<experiment>/``."""
+    from . import gallery
+
+    base = outputs_root(outputs) / preset
+    frame = collect(base)
+    if frame.empty:
+        return None
+    frame = frame[frame["experiment"].str.split(".").str[0] == exp.name]
+    if frame.empty:
+        return None
+    rep = exp.raw.get("reported") or {}
+    folder = base / "_tables" / exp.name
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics = [m for m in (rep.get("metrics") or [rep.get("metric", "auc")]) if m in frame]
+    devs = sorted({d for ds in frame["deviations"] for d in ds.split("; ") if d})
+    for m in metrics:
+        write(summarize(frame, m, rep.get("tolerance", DEFAULT_TOLERANCE)), folder, m, devs)
+    frame.to_csv(folder / "runs.csv", index=False)
+    first_seed = frame.sort_values("seed").drop_duplicates(["experiment", "class"])
+    gallery.experiment_figure([Path(p) for p in first_seed["path"]], path=folder / "gallery.png")
+    return folder

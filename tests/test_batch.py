@@ -1,0 +1,155 @@
+"""The batch runner end to end on the toy experiment: parallel runs, resume after SIGKILL, concurrent runners,
+failures, stale results, invalid params, the dask executor."""
+import json
+import re
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from oneclass import batch, params, runs, tables
+
+TOY = Path(__file__).parent / "assets" / "toy.yaml"
+EXPECTED = {f"{c}/seed_{s}" for c in "012" for s in (0, 1)}
+
+
+def cli(*args, outputs, **kw):
+    env = dict(os.environ, ONECLASS_OUTPUTS=str(outputs), PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "oneclass.batch", str(TOY), "--preset", "smoke", *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def finished(outputs):
+    return {f"{p.parent.name}/{p.name}" for p in runs.finished_runs(outputs / "smoke")}
+
+
+def test_smoke_batch_parallel_writes_complete_run_folders(outputs):
+    proc = cli("-j", "2", outputs=outputs)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "6 done" in out
+    assert finished(outputs) == EXPECTED
+    run = outputs / "smoke" / "toy" / "mnist" / "1" / "seed_0"
+    assert {p.name for p in run.iterdir()} == {"run.ipynb", "params.yaml", "env.json", "metrics.json",
+                                               "scores.parquet", "maps.npz"}
+    p = yaml.safe_load((run / "params.yaml").read_text())
+    assert p["parameters"] == {"dataset": "mnist", "n": 200, "shift": 2.0, "normal_class": "1", "seed": 0}
+    m = json.loads((run / "metrics.json").read_text())
+    assert 0.85 < m["auc"] <= 1.0 and 0 < m["aupr_in"] <= 1 and 0 < m["aupr_out"] <= 1
+    scores = pd.read_parquet(run / "scores.parquet")
+    assert list(scores.columns) == ["index", "score", "anomaly"] and len(scores) == 200
+    env = json.loads((run / "env.json").read_text())
+    assert env["wall_seconds"] > 0 and env["packages"]["papermill"] and env["device"] == "cpu"
+    # the tables read the run folders, with the toy paper's missing numbers left empty
+    summary = tables.summarize(tables.collect(outputs / "smoke"), "auc")
+    assert list(summary["class"]) == ["0", "1", "2", "mean"]
+    assert (summary["runs"].iloc[:3] == 2).all() and summary["runs"].iloc[3] == 6
+    assert (outputs / "smoke" / "_tables" / "toy" / "auc.md").exists()
+    assert (outputs / "smoke" / "_tables" / "toy" / "gallery.png").exists()
+
+
+def test_same_seed_same_metrics(outputs):
+    specs = params.expand(params.load(TOY), "smoke", classes=[0], seeds=[3])
+    first = batch.run_batch(specs, outputs, progress=False)[0]
+    a = json.loads(Path(first.path, "metrics.json").read_text())
+    again = batch.run_batch(specs, outputs, redo=True, progress=False)[0]
+    assert again.status == "done"
+    assert json.loads(Path(again.path, "metrics.json").read_text()) == a
+
+
+def test_sigkill_mid_batch_then_rerun_completes_only_missing_runs(outputs):
+    proc = cli("-j", "2", "--set", "sleep=2.5", outputs=outputs, start_new_session=True)
+    deadline = time.time() + 240
+    while len(finished(outputs)) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {r: (outputs / "smoke" / "toy" / "mnist" / r / "metrics.json").stat().st_mtime_ns
+              for r in finished(outputs)}
+    assert 2 <= len(before) < 6, "the kill should land mid-batch"
+    # half-written folders exist under temporary names but are never counted
+    assert len(tables.collect(outputs / "smoke")) == len(before)
+    proc = cli("-j", "2", "--set", "sleep=2.5", outputs=outputs)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert f"{6 - len(before)} done; {len(before)} skipped" in out
+    assert finished(outputs) == EXPECTED
+    for r, mtime in before.items():   # finished runs were not touched
+        assert (outputs / "smoke" / "toy" / "mnist" / r / "metrics.json").stat().st_mtime_ns == mtime
+    leftovers = [p for p in (outputs / "smoke").rglob(".seed_*.tmp-*")]
+    assert leftovers == []
+
+
+def test_two_runners_on_one_outputs_folder_do_not_collide(outputs):
+    a = cli("--set", "sleep=1.0", outputs=outputs)
+    b = cli("--set", "sleep=1.0", outputs=outputs)
+    out_a, _ = a.communicate(timeout=300)
+    out_b, _ = b.communicate(timeout=300)
+    assert a.returncode == 0 and b.returncode == 0, out_a + out_b
+    done = sum(int(n) for o in (out_a, out_b) for n in re.findall(r"^(\d+) done", o, re.M))
+    assert done == 6, out_a + out_b
+    assert finished(outputs) == EXPECTED
+    for run in runs.finished_runs(outputs / "smoke"):
+        assert json.loads((run / "metrics.json").read_text())["auc"] > 0.85
+
+
+def test_failed_run_keeps_traceback_others_finish_and_exit_code_is_1(outputs, monkeypatch):
+    specs = params.expand(params.load(TOY), "smoke", classes=[0, 1], seeds=[0])
+    bad = params.RunSpec(**{**specs[1].__dict__, "parameters": {**specs[1].parameters, "fail": True}})
+    results = {r.label: r for r in batch.run_batch([specs[0], bad], outputs, jobs=2, progress=False)}
+    assert results[specs[0].label].status == "done"
+    failed = results[bad.label]
+    assert failed.status == "failed" and failed.path.endswith("seed_0.failed")
+    text = Path(failed.path, "error.txt").read_text()
+    assert "toy failure requested by the parameter fail=True" in text
+    assert Path(failed.path, "run.ipynb").exists()
+    assert finished(outputs) == {"0/seed_0"}
+    # a rerun without the fault finishes it and clears the failed folder
+    assert batch.run_batch([specs[1]], outputs, progress=False)[0].status == "done"
+    assert not Path(failed.path).exists()
+    monkeypatch.setenv("ONECLASS_OUTPUTS", str(outputs))
+    proc = cli("--classes", "2", "--seeds", "0", "--set", "fail=true", outputs=outputs)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "1 failed" in out and "error.txt" not in out and "seed_0.failed" in out
+
+
+def test_changed_parameters_are_stale_until_redo(outputs):
+    specs = params.expand(params.load(TOY), "smoke", classes=[0], seeds=[0])
+    assert batch.run_batch(specs, outputs, progress=False)[0].status == "done"
+    changed = params.expand(params.load(TOY), "smoke", classes=[0], seeds=[0], overrides={"shift": 0.0})
+    res = batch.run_batch(changed, outputs, progress=False)[0]
+    assert res.status == "stale" and "shift" in res.message
+    res = batch.run_batch(changed, outputs, redo=True, progress=False)[0]
+    assert res.status == "done"
+    assert yaml.safe_load(Path(res.path, "params.yaml").read_text())["parameters"]["shift"] == 0.0
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--set", "epochs=3"], "unknown parameter 'epochs'"),
+    (["--set", "n=many"], "parameter 'n' = 'many' is str, expected int"),
+    (["--classes", "eleven"], "eleven"),
+    (["--classes", "12"], "12"),
+    (["--set", "seed=1"], "'seed' is set by the grid"),
+])
+def test_invalid_params_are_refused_before_any_notebook_starts(outputs, args, expected):
+    proc = cli(*args, outputs=outputs)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert expected in out
+    assert "Valid parameters" in out or "valid" in out.lower() or "seed" in expected
+    assert not outputs.exists(), "nothing may run or be written"
+
+
+def test_dask_executor_runs_the_same_batch(outputs):
+    distributed = pytest.importorskip("distributed")
+    specs = params.expand(params.load(TOY), "smoke", classes=[0, 1], seeds=[0])
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        results = batch.run_batch(specs, outputs, executor="dask", scheduler=c.scheduler_address, progress=False)
+    assert sorted(r.status for r in results) == ["done", "done"]
+    assert finished(outputs) == {"0/seed_0", "1/seed_0"}

@@ -1,0 +1,130 @@
+"""Metrics, heatmap normalisation, run folders and params validation on hand-computable cases."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from oneclass import gallery, metrics, params, runs
+
+TOY_NB = Path(__file__).parent / "assets" / "toy.ipynb"
+
+
+# --- metrics ---
+
+def test_detection_metrics_known_values():
+    scores, anomaly = [0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]
+    assert metrics.auc(scores, anomaly) == pytest.approx(0.75)
+    # anomalies ranked 0.8 (hit), 0.4 (miss), 0.35 (hit): AP = (1/1 + 2/3) / 2
+    assert metrics.aupr_out(scores, anomaly) == pytest.approx((1 + 2 / 3) / 2)
+    # nominal positive, ranked by -score: 0.1 (hit), 0.35 (miss), 0.4 (hit): AP = (1 + 2/3) / 2
+    assert metrics.aupr_in(scores, anomaly) == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_metrics_refuse_nan_and_single_class():
+    with pytest.raises(ValueError, match="NaN/inf"):
+        metrics.auc([0.1, float("nan")], [0, 1])
+    with pytest.raises(ValueError, match="only one class"):
+        metrics.auc([0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError, match="3 labels for 2 scores"):
+        metrics.auc([0.1, 0.2], [0, 1, 1])
+
+
+def test_pixel_auc_pooled_and_per_image_differ_as_computed_by_hand():
+    # image 0 is nominal (all-zero mask), image 1 has one anomalous pixel
+    maps = np.array([[[0.9, 0.0], [0.0, 0.0]], [[0.5, 0.1], [0.2, 0.3]]])
+    masks = np.array([[[0, 0], [0, 0]], [[1, 0], [0, 0]]])
+    # per image: only image 1 counts, its anomalous pixel (0.5) tops its 3 nominal ones -> 1.0
+    assert metrics.pixel_auc_per_image(maps, masks) == pytest.approx(1.0)
+    # pooled: the positive 0.5 beats 6 of the 7 negatives (not the 0.9 of image 0) -> 6/7
+    assert metrics.pixel_auc_pooled(maps, masks) == pytest.approx(6 / 7)
+    with pytest.raises(ValueError, match="upsample"):
+        metrics.pixel_auc_pooled(maps[:, :1], masks)
+
+
+def test_explanation_accuracy_and_clever_hans_score():
+    gt = np.array([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
+    r = np.array([[[2.0, -5.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]]])
+    # image 0: rectified explanation (2, 0, 0, 0) is parallel to gt -> 1; image 1: orthogonal -> 0
+    acc = metrics.explanation_accuracy(r, gt)
+    assert acc == pytest.approx(0.5)
+    assert metrics.clever_hans_score(0.9, acc) == pytest.approx(0.4)
+
+
+# --- heatmap normalisation (FCDD appendix A) ---
+
+def test_normalize_scopes():
+    a = np.array([[[0.0, 1.0], [2.0, 3.0]]])
+    b = np.array([[[10.0, 11.0], [12.0, 14.0]]])
+    both = np.concatenate([a, b])
+    # eta = 1: plain min-max over the set
+    fig = gallery.normalize(both, eta=1.0, scope="figure")
+    assert fig[1, 1, 1] == pytest.approx(1.0) and fig[0, 0, 1] == pytest.approx(1 / 14)
+    local = gallery.normalize(both, eta=1.0, scope="local")
+    assert local[0, 1, 1] == pytest.approx(1.0) and local[1, 0, 1] == pytest.approx(0.25)
+    # the quantile leaves larger values clamped at 1
+    q = gallery.normalize(a, eta=0.5, scope="local")
+    assert q.max() == 1.0 and q[0, 0, 1] == pytest.approx(1 / np.quantile([0, 1, 2, 3], 0.5))
+    split = gallery.normalize(a, eta=1.0, scope="split", reference=np.array([[[-1.0, 7.0]]]))
+    assert split[0, 1, 1] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="reference"):
+        gallery.normalize(a, scope="split")
+
+
+# --- run folders ---
+
+def test_interactive_run_is_written_atomically(outputs):
+    run = runs.start(None, experiment="unit", dataset="mnist", normal_class="3", seed=1)
+    assert run.path.name.startswith(".seed_1.tmp-")
+    assert runs.finished_runs(outputs) == []
+    with pytest.raises(RuntimeError, match="save_metrics"):
+        run.finish()
+    run.save_metrics({"auc": 0.5})
+    with pytest.raises(ValueError, match="non-finite"):
+        run.save_scores([0.1, float("nan")])
+    with pytest.raises(ValueError, match="one value per test image"):
+        run.save_scores([0.1, 0.2], anomaly=[0, 1, 1])
+    run.save_scores([0.1, 0.2], anomaly=[0, 1])
+    run.save_maps(native=np.ones((2, 3, 3), np.float64), index=np.array([1]))
+    final = run.finish()
+    assert final == outputs / "interactive" / "unit" / "mnist" / "3" / "seed_1"
+    assert runs.finished_runs(outputs) == [final]
+    with np.load(final / "maps.npz") as z:
+        assert z["native"].dtype == np.float16 and z["index"].dtype.kind == "i"
+    assert json.loads((final / "env.json").read_text())["wall_seconds"] >= 0
+
+
+def test_nan_metric_is_an_error(outputs):
+    run = runs.start(None, experiment="unit", dataset="mnist", normal_class=0, seed=0)
+    with pytest.raises(ValueError, match="not finite"):
+        run.save_metrics({"auc": float("nan")})
+
+
+def test_seed_everything_repeats_torch_and_numpy():
+    runs.seed_everything(7)
+    a = torch.randn(3), np.random.rand(3)
+    runs.seed_everything(7)
+    b = torch.randn(3), np.random.rand(3)
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_gallery_index_takes_both_ends_of_both_groups():
+    scores = np.arange(20.0)
+    anomaly = np.array([0] * 10 + [1] * 10)
+    idx = runs.gallery_index(scores, anomaly, per_group=2, seed=0)
+    assert {0, 1, 8, 9, 10, 11, 18, 19} <= set(idx) and len(idx) == 12
+
+
+# --- params validation ---
+
+def test_notebook_parameters_are_read_with_types():
+    p = params.notebook_parameters(TOY_NB)
+    assert p["n"] == {"default": 200, "types": (int,)}
+    assert p["normal_class"]["types"] == (int, str, list)
+    assert p["run_dir"]["types"] == ()
+    params.check_parameters(TOY_NB, {"shift": 3, "normal_class": "4", "run_dir": "/x"})   # int ok for float
+    with pytest.raises(params.ParamsError, match=r"unknown parameter 'lr'.*Valid parameters of toy.ipynb: dataset"):
+        params.check_parameters(TOY_NB, {"lr": 0.1})
+    with pytest.raises(params.ParamsError, match="'fail' = 1 is int, expected bool"):
+        params.check_parameters(TOY_NB, {"fail": 1})
