@@ -122,9 +122,10 @@ def test_notebook_parameters_are_read_with_types():
     p = params.notebook_parameters(TOY_NB)
     assert p["n"] == {"default": 200, "types": (int,)}
     assert p["normal_class"]["types"] == (int, str, list)
+    assert params.notebook_parameters(TOY_NB)["seed"]["types"] == (int,)
     assert p["run_dir"]["types"] == ()
     params.check_parameters(TOY_NB, {"shift": 3, "normal_class": "4", "run_dir": "/x"})   # int ok for float
-    with pytest.raises(params.ParamsError, match=r"unknown parameter 'lr'.*Valid parameters of toy.ipynb: dataset"):
+    with pytest.raises(params.ParamsError, match=r"(?s)unknown parameter .lr..*Valid parameters of toy.ipynb: dataset"):
         params.check_parameters(TOY_NB, {"lr": 0.1})
     with pytest.raises(params.ParamsError, match="'fail' = 1 is int, expected bool"):
         params.check_parameters(TOY_NB, {"fail": 1})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -73,8 +74,17 @@ def _fail(tmp: Path, final: Path, text: str) -> Path:
     return failed
 
 
+class _KnownParameters(logging.Filter):
+    """papermill warns about parameters it cannot see in the parameters cell (annotated ones); we validated them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Passed unknown parameter" not in record.getMessage()
+
+
 def _execute_notebook(spec: P.RunSpec, tmp: Path, threads: int | None) -> None:
     import papermill
+
+    logging.getLogger("papermill").addFilter(_KnownParameters())
     from jupyter_client.manager import KernelManager
 
     if threads:  # parallel runs each get their share of the cores instead of all fighting for all of them

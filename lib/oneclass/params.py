@@ -110,6 +110,7 @@ def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
 def check_parameters(notebook: str | Path, values: dict, where: str = "") -> None:
     """Refuse unknown names and wrong types, listing the notebook's parameters."""
     declared = notebook_parameters(notebook)
+    declared["normal_class"]["types"] = declared["normal_class"]["types"] and (int, str, list)   # names or sets
     problems = []
     for name, value in values.items():
         if name not in declared:

@@ -1,0 +1,27 @@
+"""Datasets from their standard on-disk layouts under one data root, as uint8 tensors in memory.
+
+    from oneclass import data
+    split = data.one_vs_rest("fmnist", "Trouser", size=28)      # split.train / split.test (with .anomaly)
+    oe = data.load_outliers("tiny_imagenet", size=32, channels=3, limit=1000, seed=0)
+
+The data root is ``root=`` if given, else ``$ONECLASS_DATA``, else ``./data``. Each module's docstring
+states the layout it reads: ``idx`` (MNIST, Fashion-MNIST, EMNIST letters), ``cifar`` (CIFAR-10/100),
+``folders`` (Tiny ImageNet, ImageNet-30, ImageNet-22k, ImageNet-1k val, Cats vs Dogs), ``mvtec``, ``voc``.
+Missing data is downloaded with torchvision where that is possible and allowed; otherwise (and when the
+download fails) DatasetMissingError says which files to put where. Nothing is ever substituted.
+"""
+from .api import classes, load, one_vs_rest, resolve_class
+from .catalog import DATASETS, IMAGENET30_CLASSES, canonical
+from .core import (CorruptImageError, DatasetInfo, DatasetMissingError, ImageSet, Split, UnknownClassError,
+                   class_slug, data_root, match_class, resize, to_channels)
+from .folders import decode_images, list_images
+from .idx import read_idx
+from .mvtec import load_mvtec, load_mvtec_folder, mvtec_categories
+from .outliers import load_outliers
+
+__all__ = [
+    "data_root", "DATASETS", "classes", "resolve_class", "class_slug", "load", "one_vs_rest", "load_outliers",
+    "load_mvtec", "load_mvtec_folder", "mvtec_categories", "ImageSet", "Split", "DatasetInfo",
+    "DatasetMissingError", "CorruptImageError", "UnknownClassError", "canonical", "match_class",
+    "IMAGENET30_CLASSES", "resize", "to_channels", "read_idx", "list_images", "decode_images",
+]

@@ -1,0 +1,108 @@
+"""The entry points every notebook uses: load a split, name classes, build one-vs-rest splits."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .catalog import DATASETS, canonical
+from .cifar import load_cifar
+from .core import ImageSet, Split, check_channels, check_size, data_root, fit, match_class, valid_classes
+from .folders import folder_classes, load_folder_dataset
+from .idx import load_idx_dataset
+from .mvtec import load_mvtec, mvtec_categories
+from .voc import load_voc
+
+_LOADERS = {
+    "mnist": load_idx_dataset, "fmnist": load_idx_dataset, "emnist_letters": load_idx_dataset,
+    "cifar10": load_cifar, "cifar100": load_cifar, "cifar100_coarse": load_cifar,
+    "tiny_imagenet": load_folder_dataset, "imagenet30": load_folder_dataset, "imagenet22k": load_folder_dataset,
+    "imagenet1k_val": load_folder_dataset, "catsvsdogs": load_folder_dataset,
+    "voc2007": load_voc,
+}
+
+
+def load(dataset: str, split: str = "train", root=None, size=None, channels=None, download=None, *,
+         skip_corrupt: bool = False) -> ImageSet:
+    """One split of ``dataset`` as uint8 tensors, resized to ``size`` x ``size`` and converted to ``channels``.
+
+    ``size=None`` / ``channels=None`` keep what is stored (folder datasets: RGB, and all images must share a
+    size). ``download=None`` downloads the torchvision-downloadable datasets when they are missing (unless
+    ``ONECLASS_DOWNLOAD=0``); anything still missing raises DatasetMissingError. ``skip_corrupt`` leaves out
+    image files that fail to decode instead of raising CorruptImageError (listed in ``meta['skipped']``).
+    """
+    name = canonical(dataset)
+    if name == "mvtec":
+        raise ValueError("MVTec is loaded per category: data.load_mvtec('bottle', split) "
+                         "or data.one_vs_rest('mvtec', 'bottle')")
+    info = DATASETS[name]
+    if split not in info.splits:
+        raise ValueError(f"{name!r} has splits {', '.join(info.splits)}; got {split!r}")
+    size, channels = check_size(size), check_channels(channels)
+    images = _LOADERS[name](name, split, data_root(root), size=size, channels=channels, download=download,
+                            skip_corrupt=skip_corrupt)
+    return fit(images, size, channels)
+
+
+def classes(dataset: str, root=None) -> list[str]:
+    """Class names in label order; folder datasets read them from disk (MVTec: 15 official + folders found)."""
+    name = canonical(dataset)
+    if name == "mvtec":
+        return mvtec_categories(root)
+    if DATASETS[name].classes is not None:
+        return list(DATASETS[name].classes)
+    return folder_classes(name, data_root(root))
+
+
+def resolve_class(dataset: str, cls, root=None) -> int:
+    """The label index of ``cls``: an int index, or a name (exact, case-insensitive, or its slug)."""
+    name = canonical(dataset)
+    return match_class(name, classes(name, root), cls)
+
+
+def _as_list(normal) -> list:
+    if hasattr(normal, "tolist"):  # numpy / torch scalars and arrays
+        normal = normal.tolist()
+    if isinstance(normal, (str, int)) or not hasattr(normal, "__iter__"):
+        return [normal]
+    return list(normal)
+
+
+def one_vs_rest(dataset: str, normal, root=None, size=None, channels=None, *, download=None,
+                skip_corrupt: bool = False) -> Split:
+    """The one-vs-rest protocol: ``normal`` classes (one, or a list for a multi-class nominal set) are normal.
+
+    ``train`` holds the training images of the normal classes only (anomaly 0); ``test`` is the whole test
+    split with ``anomaly`` = 1 for every image outside the normal classes. For MVTec, ``normal`` is one
+    category: train = its train/good, test = its whole test folder with the defect labels.
+    """
+    name = canonical(dataset)
+    test_split = DATASETS[name].test_split
+    if test_split is None:
+        raise ValueError(f"{name!r} has no test split (it serves as an outlier-exposure corpus: load_outliers)")
+    wanted = _as_list(normal)
+    names = classes(name, root)
+    if not wanted:
+        raise ValueError(f"empty nominal set for {name!r}: pass at least one normal class (name or index); "
+                         f"valid classes: {valid_classes(names)}")
+    ids = list(dict.fromkeys(match_class(name, names, c) for c in wanted))
+    opts = dict(root=root, size=size, channels=channels)
+    if name == "mvtec":
+        if len(ids) != 1:
+            raise ValueError(f"MVTec one-vs-rest takes exactly one category, got {[names[i] for i in ids]}")
+        cat = names[ids[0]]
+        return Split(load_mvtec(cat, "train", skip_corrupt=skip_corrupt, **opts),
+                     load_mvtec(cat, "test", skip_corrupt=skip_corrupt, **opts), ids, [cat])
+    if len(ids) == len(names):
+        raise ValueError(f"every class of {name!r} is in the nominal set, so the test set has no anomalies")
+    opts.update(download=download, skip_corrupt=skip_corrupt)
+    normal_ids = torch.tensor(ids)
+    train = load(name, "train", **opts)
+    keep = torch.isin(train.labels, normal_ids)
+    if not keep.any():
+        raise ValueError(f"no training images of the nominal set {[names[i] for i in ids]} in {name!r}")
+    train = train.subset(keep)
+    train.anomaly = torch.zeros(len(train), dtype=torch.int64)
+    test = load(name, test_split, **opts)
+    test = dataclasses.replace(test, anomaly=(~torch.isin(test.labels, normal_ids)).long())
+    return Split(train, test, ids, [train.classes[i] for i in ids])

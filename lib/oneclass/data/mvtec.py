@@ -1,0 +1,131 @@
+"""MVTec-AD categories, and any folder of your own in the same layout.
+
+Layout of one category folder, ``<root>/mvtec_anomaly_detection/<category>/`` (``load_mvtec``) or anywhere
+(``load_mvtec_folder``):
+
+    train/good/*.png
+    test/good/*.png, test/<defect>/*.png
+    ground_truth/<defect>/<stem>_mask.png       optional; one mask per defective test image
+
+Images may have any size and be RGB or grayscale, PNG or JPEG. Labels are defect types with
+``classes = ['good', <defect folders sorted>]`` in both splits, so indices agree; ``anomaly = label != 0``.
+``channels=None`` keeps the stored colour: grayscale categories (grid, screw, zipper) come as 1 channel.
+Masks are read when ``ground_truth/`` exists: resized with nearest neighbour to the image size and binarised
+(> 127 -> 1), zeros for good images. Without ``ground_truth/`` (e.g. the project's bottle copy), ``masks`` is
+None, ``has_masks`` is False and ``meta['masks_missing']`` says why: only image-level metrics are possible.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .catalog import DATASETS, MVTEC_CLASSES
+from .core import (CorruptImageError, DatasetMissingError, ImageSet, UnknownClassError, check_channels, check_size,
+                   data_root, match_class)
+from .folders import decode_set, is_image_file, list_images, subfolders
+
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+
+
+def mvtec_categories(root=None) -> list[str]:
+    """The 15 official categories, then any other category folder found under the data root (sorted)."""
+    base = data_root(root) / "mvtec_anomaly_detection"
+    extra = [c for c in subfolders(base) if c not in MVTEC_CLASSES] if base.is_dir() else []
+    return list(MVTEC_CLASSES) + extra
+
+
+def _missing(folder: Path, paths) -> DatasetMissingError:
+    info = DATASETS["mvtec"]
+    return DatasetMissingError.build("mvtec", folder.parent, paths, info.source, info.layout)
+
+
+def load_mvtec(category: str, split: str = "train", root=None, size=None, channels=None,
+               skip_corrupt: bool = False) -> ImageSet:
+    """One MVTec-AD category from ``<root>/mvtec_anomaly_detection/<category>`` (name, any case, or index)."""
+    root = data_root(root)
+    categories = mvtec_categories(root)
+    try:
+        category = categories[match_class("mvtec", categories, category)]
+    except UnknownClassError:
+        pass  # not a known category: report the folder that was looked for
+    folder = root / "mvtec_anomaly_detection" / category
+    if not folder.is_dir():
+        info = DATASETS["mvtec"]
+        raise DatasetMissingError.build("mvtec", root, [folder / "train" / "good", folder / "test"],
+                                        info.source, info.layout)
+    return load_mvtec_folder(folder, split, size, channels, skip_corrupt)
+
+
+def load_mvtec_folder(path, split: str = "train", size=None, channels=None, skip_corrupt: bool = False) -> ImageSet:
+    """A category folder in MVTec-AD layout (see the module docstring)."""
+    folder = Path(path).expanduser().absolute()
+    size, channels = check_size(size), check_channels(channels)
+    if split not in ("train", "test"):
+        raise ValueError(f"MVTec split must be 'train' or 'test', got {split!r}")
+    test_dir = folder / "test"
+    if split == "test" and not test_dir.is_dir():
+        raise _missing(folder, [test_dir])
+    defects = [d for d in subfolders(test_dir) if d != "good"] if test_dir.is_dir() else []
+    classes = ["good"] + defects
+    if split == "train":
+        sources = [(folder / "train" / "good", 0)]
+    else:
+        sources = [(test_dir / c, i) for i, c in enumerate(classes) if c != "good" or (test_dir / c).is_dir()]
+    paths, labels = [], []
+    for d, label in sources:
+        if not d.is_dir():
+            raise _missing(folder, [d])
+        files = list_images(d, recursive=False)
+        paths += files
+        labels += [label] * len(files)
+    if not paths:
+        raise _missing(folder, [d / "<image files>" for d, _ in sources])
+    if channels is None:
+        channels = _stored_channels(paths[0])
+    images = decode_set("mvtec", paths, labels, classes, size, channels, skip_corrupt=skip_corrupt,
+                        meta={"category": folder.name, "folder": str(folder)})
+    anomaly = (images.labels != 0).long()
+    gt = folder / "ground_truth"
+    if not gt.is_dir():
+        meta = dict(images.meta, masks_missing=f"no ground_truth folder at {gt}")
+        return dataclasses.replace(images, anomaly=anomaly, meta=meta)
+    masks = torch.zeros((len(images), 1, *images.images.shape[2:]), dtype=torch.uint8)
+    h, w = images.images.shape[2:]
+    for i, (p, label) in enumerate(zip(images.paths, images.labels.tolist())):
+        if label != 0:
+            masks[i, 0] = torch.from_numpy(_read_mask(_mask_path(folder, gt, Path(p), classes[label]), (w, h)))
+    return dataclasses.replace(images, anomaly=anomaly, masks=masks)
+
+
+def _stored_channels(path: Path) -> int:
+    try:
+        with Image.open(path) as im:
+            return 1 if im.mode in _GRAY_MODES else 3
+    except Exception as e:
+        raise CorruptImageError.build(path, f"{type(e).__name__}: {e}") from e
+
+
+def _mask_path(folder: Path, gt: Path, image: Path, defect: str) -> Path:
+    expected = gt / defect / f"{image.stem}_mask.png"
+    if expected.exists():
+        return expected
+    # users' own folders may store masks as JPEG/BMP/...
+    others = sorted(p for p in (gt / defect).glob(f"{image.stem}_mask.*") if is_image_file(p))
+    if not others:
+        raise _missing(folder, [expected])
+    return others[0]
+
+
+def _read_mask(path: Path, size_wh) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            m = im.convert("L")
+        if m.size != tuple(size_wh):
+            m = m.resize(tuple(size_wh), Image.Resampling.NEAREST)
+    except Exception as e:
+        raise CorruptImageError.build(path, f"{type(e).__name__}: {e}") from e
+    return (np.asarray(m) > 127).astype(np.uint8)
