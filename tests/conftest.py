@@ -6,7 +6,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-os.environ.setdefault("MPLBACKEND", "Agg")
+import matplotlib  # noqa: E402
+
+# Agg for figures drawn in the test process; kernels started by papermill keep their inline backend.
+matplotlib.use("Agg")
 
 
 @pytest.fixture
