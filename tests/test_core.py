@@ -109,11 +109,16 @@ def test_seed_everything_repeats_torch_and_numpy():
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 
-def test_gallery_index_takes_both_ends_of_both_groups():
+def test_gallery_index_takes_both_ends_of_both_groups_and_shares_random_picks():
     scores = np.arange(20.0)
     anomaly = np.array([0] * 10 + [1] * 10)
     idx = runs.gallery_index(scores, anomaly, per_group=2, seed=0)
-    assert {0, 1, 8, 9, 10, 11, 18, 19} <= set(idx) and len(idx) == 12
+    assert {0, 1, 8, 9, 10, 11, 18, 19} <= set(idx) and 8 <= len(idx) <= 12
+    other = runs.gallery_index(scores[::-1].copy(), anomaly, per_group=2, seed=0)
+    random_part = set(idx) - {0, 1, 8, 9, 10, 11, 18, 19}
+    assert random_part <= set(other), "runs of other methods must store the same random images"
+    with pytest.raises(ValueError, match="20 scores but 3"):
+        runs.gallery_index(scores, [0, 1, 0])
 
 
 # --- params validation ---

@@ -72,3 +72,12 @@ def test_notebooks_in_git_have_no_outputs():
     assert notebooks
     dirty = [p.name for p in notebooks if not nbclean.is_clean(nbformat.read(p, as_version=4))]
     assert dirty == [], f"strip them: python -m oneclass.nbclean {' '.join(dirty)}"
+
+
+def test_methods_figure_shows_the_same_images_for_every_method(toy_outputs):
+    from oneclass import gallery
+
+    a, b = sorted((toy_outputs / "smoke" / "toy" / "mnist").glob("*/seed_0"))
+    fig = gallery.methods_figure({"A": a, "B": b}, n=2)
+    assert len(fig.axes) == 3 * 2           # rows: input, A, B; the two random images both runs stored
+    assert [ax.get_ylabel() for ax in fig.axes[::2]] == ["input", "A", "B"]

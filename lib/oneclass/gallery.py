@@ -149,3 +149,35 @@ def experiment_figure(run_dirs: list[Path], n: int = 6, eta: float = 0.97, scope
         fig.savefig(path, dpi=110)
         plt.close(fig)
     return fig
+
+
+def methods_figure(run_dirs: dict, group: str = "anomalous", n: int = 8, eta: float = 0.97, scope: str = "local",
+                   cmap: str = "jet", path: str | Path | None = None):
+    """FCDD figure 6 style: the same test images (those every run stored) with one heatmap row per method.
+    ``run_dirs`` maps a method name to its run folder; the columns follow the first method's scores."""
+    import matplotlib.pyplot as plt
+
+    loaded = {name: load_run_maps(run) for name, run in run_dirs.items()}
+    loaded = {k: m for k, m in loaded.items() if "upsampled" in m}
+    if not loaded:
+        raise ValueError("none of these runs stored gallery heatmaps")
+    first = next(iter(loaded.values()))
+    want = 1 if group == "anomalous" else 0
+    common = set(first["index"][first["anomaly"] == want].tolist())
+    for m in loaded.values():
+        common &= set(m["index"].tolist())
+    if not common:
+        raise ValueError("the runs share no gallery image: were they run on the same test set?")
+    pos = {int(i): k for k, i in enumerate(first["index"])}
+    chosen = sorted(common, key=lambda i: -first["scores"][pos[i]])[:n]
+    rows = {}
+    for name, m in loaded.items():
+        where = {int(i): k for k, i in enumerate(m["index"])}
+        rows[name] = normalize(np.stack([m["upsampled"][where[i]] for i in chosen]).astype(np.float64), eta, scope)
+    masks = np.stack([first["masks"][pos[i]] for i in chosen]) if "masks" in first else None
+    fig = figure(np.stack([first["images"][pos[i]] for i in chosen]), rows,
+                 [first["scores"][pos[i]] for i in chosen], masks, cmap=cmap)
+    if path:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig

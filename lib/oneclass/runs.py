@@ -249,10 +249,13 @@ def start(run_dir: str | os.PathLike | None, *, experiment: str, dataset: str, n
 
 
 def gallery_index(scores, anomaly, per_group: int = 4, seed: int = 0) -> np.ndarray:
-    """Test images a gallery shows: for nominal and anomalous images alike, the ``per_group`` most anomalous,
-    the ``per_group`` most nominal and ``per_group`` random others (the papers' figures show both ends)."""
+    """Test images a gallery shows: for nominal and anomalous images alike, ``per_group`` random ones drawn
+    independently of the scores (so runs of different methods on the same test set share them and can be shown
+    side by side), plus the ``per_group`` most anomalous and most nominal (the papers' figures show both ends)."""
     scores = np.asarray(_plain(scores), dtype=np.float64)
     anomaly = np.asarray(_plain(anomaly)).astype(bool)
+    if scores.shape != anomaly.shape:
+        raise ValueError(f"{scores.size} scores but {anomaly.size} anomaly labels")
     rng = np.random.default_rng(seed)
     chosen = []
     for group in (~anomaly, anomaly):
@@ -260,10 +263,8 @@ def gallery_index(scores, anomaly, per_group: int = 4, seed: int = 0) -> np.ndar
         if idx.size == 0:
             continue
         order = idx[np.argsort(scores[idx], kind="stable")]
-        ends = np.concatenate([order[:per_group], order[-per_group:]])
-        rest = np.setdiff1d(order, ends)
-        chosen.append(ends)
-        chosen.append(rng.choice(rest, size=min(per_group, rest.size), replace=False))
+        chosen += [rng.choice(idx, size=min(per_group, idx.size), replace=False), order[:per_group],
+                   order[-per_group:]]
     return np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
