@@ -39,7 +39,8 @@ def test_smoke_batch_parallel_writes_complete_run_folders(outputs):
     assert {p.name for p in run.iterdir()} == {"run.ipynb", "params.yaml", "env.json", "metrics.json",
                                                "scores.parquet", "maps.npz"}
     p = yaml.safe_load((run / "params.yaml").read_text())
-    assert p["parameters"] == {"dataset": "mnist", "n": 200, "shift": 2.0, "normal_class": "1", "seed": 0}
+    assert p["parameters"] == {"dataset": "mnist", "n": 200, "shift": 2.0, "normal_class": "1", "seed": 0,
+                               "fail": False, "sleep": 0.0}   # notebook defaults included
     m = json.loads((run / "metrics.json").read_text())
     assert 0.85 < m["auc"] <= 1.0 and 0 < m["aupr_in"] <= 1 and 0 < m["aupr_out"] <= 1
     scores = pd.read_parquet(run / "scores.parquet")
@@ -61,6 +62,10 @@ def test_same_seed_same_metrics(outputs):
     again = batch.run_batch(specs, outputs, redo=True, progress=False)[0]
     assert again.status == "done"
     assert json.loads(Path(again.path, "metrics.json").read_text()) == a
+    # every run's kernel is shut down with its run (a leaked kernel holds ~600 MB)
+    ps = subprocess.run(["ps", "-eo", "ppid,args"], capture_output=True, text=True).stdout
+    assert not [line for line in ps.splitlines()
+                if "ipykernel_launcher" in line and line.split()[0] == str(os.getpid())]
 
 
 def test_sigkill_mid_batch_then_rerun_completes_only_missing_runs(outputs):

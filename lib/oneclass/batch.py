@@ -99,6 +99,9 @@ def _execute_notebook(spec: P.RunSpec, tmp: Path, threads: int | None) -> None:
                                    kernel_name="python3", language="python", progress_bar=False, km=km,
                                    cwd=str(spec.notebook.parent))
     finally:
+        # nbclient leaves a kernel manager it was handed to its owner: without this, every run's kernel lives on
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
         shutil.rmtree(sockets, ignore_errors=True)
 
 

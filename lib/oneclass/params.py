@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,13 @@ def _annotation_types(node: ast.AST | None) -> tuple[type, ...] | None:
 def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
     """The parameters cell's names -> {'default', 'types'} (types from the annotation, else the default's type;
     a None default without annotation accepts anything)."""
+    path = Path(notebook).resolve()
+    found = _parse_parameters(path, path.stat().st_mtime_ns)
+    return {k: dict(v) for k, v in found.items()}
+
+
+@lru_cache(maxsize=64)
+def _parse_parameters(notebook: Path, mtime_ns: int) -> dict[str, dict]:
     import nbformat
 
     nb = nbformat.read(str(notebook), as_version=4)
@@ -220,6 +228,8 @@ def expand(exp: Experiment, preset: str, classes: list | None = None, seeds: lis
     meta = {"params_file": str(exp.path), "reported": exp.raw.get("reported"),
             "description": p.get("description") or exp.raw.get("description"),
             "deviations": list(exp.raw.get("deviations") or []) + list(p.get("deviations") or [])}
+    # params.yaml records every parameter the notebook ran with: its defaults, then what the file sets
+    defaults = {k: d["default"] for k, d in notebook_parameters(exp.notebook).items() if k != "run_dir"}
     specs = []
     for combo in itertools.product(*axes) if axes else [()]:
         name = exp.name + "".join(f".{k}={v}" for k, v in combo)
@@ -227,7 +237,7 @@ def expand(exp: Experiment, preset: str, classes: list | None = None, seeds: lis
             for seed in seed_list:
                 values = common | dict(combo) | {"normal_class": cls, "seed": seed}
                 check_parameters(exp.notebook, values, where)
-                specs.append(RunSpec(exp.notebook, name, preset, exp.dataset, cls, seed, values, meta))
+                specs.append(RunSpec(exp.notebook, name, preset, exp.dataset, cls, seed, defaults | values, meta))
     if not specs:
         raise ParamsError(f"{where}the grid is empty (no classes or no seeds)")
     return specs
