@@ -374,8 +374,11 @@ def test_failed_download_is_reported(tmp_path, monkeypatch):
     with pytest.raises(data.DatasetMissingError):
         data.load("cifar100", root=tmp_path)  # ONECLASS_DOWNLOAD=0: no attempt
     with pytest.raises(data.DatasetMissingError):
-        data.load("tiny_imagenet", root=tmp_path, download=True)  # no downloader exists for it
+        data.load("imagenet30", root=tmp_path, download=True)  # no downloader exists for it
     assert calls == ["cifar100"]
+    with pytest.raises(data.DatasetMissingError, match="tiny-imagenet-200.zip"):
+        data.load("tiny_imagenet", root=tmp_path, download=True)  # fetched as the cs231n archive
+    assert calls == ["cifar100", "tiny_imagenet"]
 
 
 def test_download_that_writes_the_files_is_used(tmp_path, monkeypatch):

@@ -71,7 +71,7 @@ DATASETS: dict[str, DatasetInfo] = {i.name: i for i in [
         "Tiny ImageNet, 200 wnid classes of 64x64 images; classes = sorted wnids, words in meta['words']",
         layout="tiny-imagenet-200/{wnids.txt,words.txt,train/<wnid>/images/*.JPEG,"
                "val/val_annotations.txt,val/images/*.JPEG}",
-        source="http://cs231n.stanford.edu/tiny-imagenet-200.zip", test_split="val"),
+        source="http://cs231n.stanford.edu/tiny-imagenet-200.zip", test_split="val", downloadable=True),
     DatasetInfo(
         "imagenet30", 3, None, None, ("train", "test"), "ImageNet-30 (Hendrycks et al. 2019), 30 classes",
         layout="ImageNet30/{train,test}/<class>/**/*.{jpg,JPEG,png}",

@@ -22,11 +22,21 @@ _TORCHVISION = {
     "cifar100_coarse": ("CIFAR100", {}),
 }
 
+# datasets torchvision has no class for, but that come as one archive unpacking into our layout
+_ARCHIVES = {
+    "tiny_imagenet": "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+}
+
 
 def torchvision_download(dataset: str, root: Path) -> None:
-    """Fetch ``dataset`` into ``root`` with torchvision's own downloader (network errors propagate)."""
+    """Fetch ``dataset`` into ``root`` with torchvision's own downloaders (network errors propagate)."""
     import torchvision.datasets as tvd  # imported late: slow, and only needed when something is missing
 
+    if dataset in _ARCHIVES:
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        download_and_extract_archive(_ARCHIVES[dataset], str(root), remove_finished=True)
+        return
     cls, kwargs = _TORCHVISION[dataset]
     getattr(tvd, cls)(str(root), download=True, **kwargs)
 
@@ -34,7 +44,7 @@ def torchvision_download(dataset: str, root: Path) -> None:
 def download_allowed(dataset: str, download) -> bool:
     if download is None:
         download = DATASETS[dataset].downloadable and os.environ.get("ONECLASS_DOWNLOAD", "1") != "0"
-    return bool(download) and dataset in _TORCHVISION
+    return bool(download) and (dataset in _TORCHVISION or dataset in _ARCHIVES)
 
 
 def ensure(dataset: str, root: Path, expected, download=None, exists=None) -> None:

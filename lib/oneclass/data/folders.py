@@ -33,6 +33,7 @@ from PIL import Image, ImageOps
 
 from .catalog import DATASETS
 from .core import CorruptImageError, DatasetMissingError, ImageSet
+from .download import ensure
 
 FOLDER_DATASETS = ("tiny_imagenet", "imagenet30", "imagenet22k", "imagenet1k_val", "catsvsdogs")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -217,8 +218,11 @@ def natural_key(path: Path):
     return (0, int(stem), path.name) if stem.isdigit() else (1, 0, path.name)
 
 
-def list_folder_dataset(dataset: str, split: str, root: Path) -> Listing:
-    """Labelled files of ``split`` of a folder dataset, in a deterministic order."""
+def list_folder_dataset(dataset: str, split: str, root: Path, download=None) -> Listing:
+    """Labelled files of ``split`` of a folder dataset, in a deterministic order (Tiny ImageNet is downloaded
+    when missing and allowed)."""
+    if dataset == "tiny_imagenet":
+        ensure(dataset, root, [root / "tiny-imagenet-200" / "wnids.txt"], download)
     classes = folder_classes(dataset, root)
     if dataset == "tiny_imagenet":
         base = root / "tiny-imagenet-200"
@@ -277,8 +281,8 @@ def list_path_source(folder) -> Listing:
 
 
 def load_folder_dataset(dataset: str, split: str, root: Path, size=None, channels=None, skip_corrupt=False,
-                        **_) -> ImageSet:
-    listing = list_folder_dataset(dataset, split, root)
+                        download=None, **_) -> ImageSet:
+    listing = list_folder_dataset(dataset, split, root, download)
     channels = channels or DATASETS[dataset].channels
     return decode_set(dataset, listing.paths, listing.labels, listing.classes, size, channels,
                       listing.crop, skip_corrupt, listing.meta)

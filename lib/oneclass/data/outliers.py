@@ -42,7 +42,7 @@ def load_outliers(source, size: int, channels: int, limit=None, exclude=None, se
     elif name == "voc2007":
         listing = list_voc(split, data_root(root))
     elif name in FOLDER_DATASETS:
-        listing = list_folder_dataset(name, split, data_root(root))
+        listing = list_folder_dataset(name, split, data_root(root), download)
     else:
         return _from_tensors(name, split, size, channels, limit, exclude, seed, root, download)
     return _from_listing(name, listing, size, channels, limit, exclude, seed, skip_corrupt)
