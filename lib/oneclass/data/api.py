@@ -35,6 +35,9 @@ def load(dataset: str, split: str = "train", root=None, size=None, channels=None
     if name == "mvtec":
         raise ValueError("MVTec is loaded per category: data.load_mvtec('bottle', split) "
                          "or data.one_vs_rest('mvtec', 'bottle')")
+    if name == "mnist_c":
+        raise ValueError("MNIST-C is loaded per corruption, with its clean originals and ground truth: "
+                         "oneclass.mnist_c.load('fog', split)")
     info = DATASETS[name]
     if split not in info.splits:
         raise ValueError(f"{name!r} has splits {', '.join(info.splits)}; got {split!r}")

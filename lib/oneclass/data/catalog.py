@@ -26,6 +26,9 @@ large_omnivores_and_herbivores medium_mammals non-insect_invertebrates people re
 vehicles_1 vehicles_2""".split())
 MVTEC_CLASSES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill",
                  "screw", "tile", "toothbrush", "transistor", "wood", "zipper")
+# MNIST-C (Mu & Gilmer 2019): the 15 corruptions are its "classes"; oneclass.mnist_c regenerates and reads it.
+MNIST_C_CORRUPTIONS = ("shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate",
+                       "brightness", "translate", "stripe", "fog", "spatter", "dotted_line", "zigzag", "canny_edges")
 # The 30 classes of Hendrycks et al.'s ImageNet-30 (folder names of its release); handy for `exclude`.
 IMAGENET30_CLASSES = (
     "acorn", "airliner", "ambulance", "american_alligator", "banjo", "barn", "bikini", "digital_clock",
@@ -101,6 +104,12 @@ DATASETS: dict[str, DatasetInfo] = {i.name: i for i in [
                "<stem>_mask.png}",
         source="https://www.mvtec.com/company/research/datasets/mvtec-ad"),
     DatasetInfo(
+        "mnist_c", 1, 28, MNIST_C_CORRUPTIONS, ("train", "test"),
+        "MNIST-C: MNIST under 15 corruptions (one per 'class'); read per corruption with oneclass.mnist_c.load",
+        layout="mnist_c/<corruption>/{train,test}_{images,labels}.npy",
+        source="regenerated from MNIST by oneclass.mnist_c.generate, or the released set "
+               "(https://github.com/google-research/mnist-c)"),
+    DatasetInfo(
         "voc2007", 3, None, ("other", "horse"), ("train", "val", "trainval", "test"),
         "PASCAL VOC 2007 as horse vs other: label 1 (and anomaly 1) when any annotated object is a horse",
         layout="VOCdevkit/VOC2007/{JPEGImages/*.jpg,Annotations/*.xml,ImageSets/Main/<split>.txt}",
@@ -113,7 +122,7 @@ ALIASES = {
     "fashion_mnist": "fmnist", "fashionmnist": "fmnist", "emnist": "emnist_letters",
     "cifar100_fine": "cifar100", "tinyimagenet": "tiny_imagenet", "tiny_imagenet_200": "tiny_imagenet",
     "imagenet_30": "imagenet30", "imagenet_22k": "imagenet22k", "mvtec_ad": "mvtec", "voc": "voc2007",
-    "pascal_voc": "voc2007", "cats_vs_dogs": "catsvsdogs", "petimages": "catsvsdogs",
+    "pascal_voc": "voc2007", "mnistc": "mnist_c", "mnist_corrupted": "mnist_c", "cats_vs_dogs": "catsvsdogs", "petimages": "catsvsdogs",
 }
 
 

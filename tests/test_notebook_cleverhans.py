@@ -1,0 +1,64 @@
+"""The Clever Hans notebook at its smoke preset, through the batch runner, on tiny generated data."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from oneclass import cleverhans
+from nbrun import run_smoke
+from test_mnist_c import fake_mnist
+
+pytestmark = pytest.mark.notebook
+
+
+def _check(run, n_test):
+    m = run["metrics"]
+    assert 0 <= m["auc"] <= 1 and 0 <= m["explanation_accuracy"] <= 1
+    assert m["clever_hans"] == pytest.approx(m["auc"] - m["explanation_accuracy"])
+    for name in ("kde", "ae", "deep"):
+        assert f"{name}_fit_seconds" in m
+    z = np.load(run["path"] / "maps.npz")
+    assert z["native"].shape[0] == n_test and z["ground_truth"].shape == z["native"].shape
+    again = cleverhans.run_explanation_metrics(run["path"])
+    assert again["explanation_accuracy"] == pytest.approx(m["explanation_accuracy"], abs=2e-3)  # float16 maps
+
+
+def test_mnist_c_smoke(tmp_path):
+    root = fake_mnist(tmp_path / "data", n_train=300, n_test=40)
+    fake_mnist(root, "FashionMNIST", n_train=200, n_test=10)
+    runs = run_smoke("params/cleverhans/mnist_c.yaml", tmp_path, data_root=root)
+    assert len(runs) == 1
+    assert runs[0]["params"]["parameters"]["model"] == "bag"
+    _check(runs[0], 40)   # 20 digits, clean and corrupted
+
+
+def _png(path, arr):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def fake_mvtec(root, category="bottle", size=32, seed=0):
+    """A category in MVTec-AD layout with masks: grey discs; defects are bright squares."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2)
+    base = lambda: (disc[..., None] * rng.integers(90, 110, size=3) + rng.integers(0, 8, (size, size, 3))).astype(np.uint8)
+    folder = root / "mvtec_anomaly_detection" / category
+    for i in range(16):
+        _png(folder / "train" / "good" / f"{i:03d}.png", base())
+    for i in range(6):
+        _png(folder / "test" / "good" / f"{i:03d}.png", base())
+        img, mask = base(), np.zeros((size, size), np.uint8)
+        r, c = rng.integers(4, size - 10, size=2)
+        img[r:r + 6, c:c + 6] = 250
+        mask[r:r + 6, c:c + 6] = 255
+        _png(folder / "test" / "spot" / f"{i:03d}.png", img)
+        _png(folder / "ground_truth" / "spot" / f"{i:03d}_mask.png", mask)
+    return root
+
+
+def test_mvtec_smoke_with_masks(tmp_path):
+    root = fake_mvtec(tmp_path / "data")
+    fake_mnist(root, "FashionMNIST", n_train=100, n_test=10)
+    runs = run_smoke("params/cleverhans/mvtec.yaml", tmp_path, data_root=root)
+    assert len(runs) == 1
+    _check(runs[0], 11)   # 12 test images minus round(20% of 6) defects held out for validation
