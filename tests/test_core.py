@@ -134,3 +134,23 @@ def test_notebook_parameters_are_read_with_types():
         params.check_parameters(TOY_NB, {"lr": 0.1})
     with pytest.raises(params.ParamsError, match="'fail' = 1 is int, expected bool"):
         params.check_parameters(TOY_NB, {"fail": 1})
+
+
+# --- tables ---
+
+def test_summary_uses_the_table_of_each_metric_and_the_papers_number():
+    from oneclass import tables
+
+    rows = [{"experiment": "geom_fmnist", "dataset": "fmnist", "class": "Trouser", "seed": s, "method": "GEOM",
+             "paper": "geom", "table": None, "tables": {"auc": "Table 1", "aupr_in": "Table 2"},
+             "deviations": "budget", "report_metrics": "auc,aupr_in", "auc": a, "aupr_in": 0.5,
+             "wall_seconds": 10.0, "path": f"/x/{s}"} for s, a in ((0, 0.90), (1, 0.94))]
+    frame = __import__("pandas").DataFrame(rows)
+    auc = tables.summarize(frame, "auc", tolerance=0.05)
+    row = auc[auc["class"] == "Trouser"].iloc[0]
+    assert row["table"] == "Table 1" and row["runs"] == 2 and row["mean"] == pytest.approx(0.92)
+    assert row["paper_value"] == pytest.approx(0.976)          # GEOM, Table 1, Fashion-MNIST trouser
+    assert row["diff"] == pytest.approx(0.92 - 0.976) and row["flag"] == "outside ±0.05"
+    both = tables.by_paper_table(frame)
+    assert set(both) == {("geom", "Table 1", "auc"), ("geom", "Table 2", "aupr_in")}
+    assert tables.deviations(frame, auc) == ["budget"]

@@ -198,7 +198,10 @@ def run_batch(specs: list[P.RunSpec], outputs: str | None = None, jobs: int = 1,
     from tqdm.auto import tqdm
 
     outputs = str(outputs_root(outputs))
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs)) if executor == "local" else None
+    # each of N parallel runs gets its share of the cores, unless the user set the thread count themselves
+    threads = None
+    if executor == "local" and "OMP_NUM_THREADS" not in os.environ:
+        threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     if executor == "dask":
         if not scheduler:
             raise P.ParamsError("--executor dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
@@ -232,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redo", action="store_true", help="rerun finished runs and replace them")
     ap.add_argument("--outputs", help="outputs root (default $ONECLASS_OUTPUTS or ./outputs)")
     ap.add_argument("--data", help="data root (sets ONECLASS_DATA for the notebooks)")
-    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="override notebook parameters (YAML values), e.g. --set epochs=3")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a notebook parameter (a YAML value), e.g. --set epochs=3; repeat for more")
     ap.add_argument("--executor", default="local", choices=("local", "dask"))
     ap.add_argument("--scheduler", help="dask scheduler address for --executor dask")
     ap.add_argument("--dry-run", action="store_true", help="list the runs and exit")

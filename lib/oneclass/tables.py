@@ -39,7 +39,10 @@ def collect(root: str | Path) -> pd.DataFrame:
         rows.append({
             "experiment": p.get("experiment"), "preset": p.get("preset"), "dataset": p.get("dataset"),
             "class": "+".join(map(str, cls)) if isinstance(cls, list) else str(cls), "seed": p.get("seed"),
-            "method": _method(rep, params), "paper": rep.get("paper"), "table": rep.get("table"),
+            "method": _method(rep, params), "paper": rep.get("paper"),
+            # reported.table is one table, or {metric: table} when a paper splits metrics over tables
+            "table": rep.get("table") if not isinstance(rep.get("table"), dict) else None,
+            "tables": rep.get("table") if isinstance(rep.get("table"), dict) else None,
             "deviations": "; ".join(p.get("deviations") or []),
             "report_metrics": ",".join(rep.get("metrics") or [rep.get("metric", "auc")]),
             **{k: v for k, v in r["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
@@ -54,7 +57,10 @@ def summarize(frame: pd.DataFrame, metric: str = "auc", tolerance: float = DEFAU
     if frame.empty or metric not in frame:
         return pd.DataFrame()
     keys = ["experiment", "dataset", "method", "paper", "table"]
-    f = frame.dropna(subset=[metric]).fillna({"method": "", "paper": "", "table": ""})
+    f = frame.dropna(subset=[metric]).copy()
+    if "tables" in f:
+        f["table"] = [m.get(metric) if isinstance(m, dict) else t for t, m in zip(f["table"], f["tables"])]
+    f = f.fillna({"method": "", "paper": "", "table": ""})
     per = (f.groupby(keys + ["class"], sort=False)[metric]
            .agg(mean="mean", std="std", runs="count").reset_index())
     per["seconds"] = f.groupby(keys + ["class"], sort=False)["wall_seconds"].mean().to_numpy()
@@ -96,11 +102,19 @@ def by_paper_table(frame: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) ->
     out = {}
     if frame.empty:
         return out
-    f = frame.fillna({"paper": "", "table": ""})
-    for (paper, table), group in f.groupby(["paper", "table"], sort=True):
+    f = frame.fillna({"paper": ""})
+    for paper, group in f.groupby("paper", sort=True):
         for metric in sorted({m for ms in group["report_metrics"] for m in ms.split(",") if m in group}):
-            out[(paper, table, metric)] = summarize(group, metric, tolerance)
+            summary = summarize(group, metric, tolerance)
+            for table, part in summary.groupby("table", sort=True):
+                out[(paper, table, metric)] = part.reset_index(drop=True)
     return out
+
+
+def deviations(frame: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    """The deviations from the paper recorded by the runs behind a summary."""
+    rows = frame[frame["experiment"].isin(set(summary["experiment"]))]
+    return sorted({d for ds in rows["deviations"] for d in ds.split("; ") if d})
 
 
 def to_markdown(summary: pd.DataFrame, deviations: list[str] | None = None) -> str:
@@ -157,7 +171,7 @@ def build_experiment(exp, preset: str, outputs: str | Path | None = None) -> Pat
     folder = base / "_tables" / exp.name
     folder.mkdir(parents=True, exist_ok=True)
     metrics = [m for m in (rep.get("metrics") or [rep.get("metric", "auc")]) if m in frame]
-    devs = sorted({d for ds in frame["deviations"] for d in ds.split("; ") if d})
+    devs = deviations(frame, frame)
     for m in metrics:
         write(summarize(frame, m, rep.get("tolerance", DEFAULT_TOLERANCE)), folder, m, devs)
     frame.to_csv(folder / "runs.csv", index=False)

@@ -1,0 +1,241 @@
+"""oneclass.novelty: batch min-max normalisation (eq. 6) and its test-time statistics, the two L0 forms, the
+paper's networks, and the method's contract (seeded, clear errors)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from oneclass import metrics, novelty
+from oneclass.novelty import BatchMinMax, L0Linear, NoveltyNormalization
+
+
+def tiny_images(n=24, channels=1, size=28, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, channels, size, size), generator=g, dtype=torch.uint8)
+
+
+# --- eq. 6 ------------------------------------------------------------------------------------------------------
+
+def test_batch_minmax_known_values_and_gradients():
+    s = torch.tensor([[1.0], [2.0], [3.0], [5.0]], requires_grad=True)
+    norm = BatchMinMax(1, gradient=True, eps=0.0).train()
+    out = norm(s)
+    assert torch.allclose(out[:, 0], torch.tensor([0.0, 0.25, 0.5, 1.0]))
+    out.mean().backward()
+    # d/dS_i of mean_i (S_i - m) / (M - m): 1/(B (M-m)) = 1/16 inside; at the max -sum(S_i - m)/(B (M-m)^2) over
+    # the inner samples = -3/64 (raising the max lowers the loss); at the min sum(S_i - M)/(B (M-m)^2) = -5/64.
+    assert torch.allclose(s.grad[:, 0], torch.tensor([-5 / 64, 1 / 16, 1 / 16, -3 / 64]))
+
+    s2 = s.detach().clone().requires_grad_(True)
+    BatchMinMax(1, gradient=False, eps=0.0).train()(s2).mean().backward()
+    # detached statistics: a plain rescaling, 1 / (B (M - m)) everywhere (0 at min and max would need the graph)
+    assert torch.allclose(s2.grad[:, 0], torch.full((4,), 1 / 16))
+
+
+def test_batch_minmax_averages_batch_statistics_and_applies_them_in_eval():
+    norm = BatchMinMax(2, eps=0.0).train()
+    norm(torch.tensor([[0.0, 10.0], [2.0, 30.0]]))
+    norm(torch.tensor([[1.0, 20.0], [5.0, 50.0], [3.0, 40.0]]))
+    assert torch.allclose(norm.running_min, torch.tensor([0.5, 15.0], dtype=torch.float64))
+    assert torch.allclose(norm.running_max, torch.tensor([3.5, 40.0], dtype=torch.float64))
+    norm.eval()
+    out = norm(torch.tensor([[0.5, 40.0], [3.5, 15.0], [2.0, 27.5]]))
+    assert out.dtype == torch.float64   # no float32 ties at test time
+    assert torch.allclose(out, torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]], dtype=torch.float64))
+    assert int(norm.count) == 2   # eval does not touch the statistics
+
+
+def test_batch_minmax_refuses_a_single_sample_and_empty_statistics():
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        BatchMinMax().train()(torch.ones(1, 1))
+    with pytest.raises(RuntimeError, match="fit the model"):
+        BatchMinMax().eval()(torch.ones(3, 1))
+
+
+@pytest.mark.parametrize("norm_stats", ["last_epoch", "all"])
+def test_fitted_model_scores_with_the_recorded_batch_statistics(monkeypatch, norm_stats):
+    seen = []
+    original = BatchMinMax.forward
+
+    def recording(self, s):
+        if self.training:
+            seen.append((s.detach().min(0).values.clone(), s.detach().max(0).values.clone()))
+        return original(self, s)
+
+    monkeypatch.setattr(BatchMinMax, "forward", recording)
+    x = tiny_images(20)
+    det = NoveltyNormalization(batch_size=8, norm_stats=norm_stats, seed=3).fit(x, epochs=3)
+    per_epoch = 3   # 20 images in batches of 8: 8, 8, 4
+    assert len(seen) == 3 * per_epoch
+    used = seen[-per_epoch:] if norm_stats == "last_epoch" else seen
+    lo = torch.stack([u[0] for u in used]).double().mean(0)
+    hi = torch.stack([u[1] for u in used]).double().mean(0)
+    stats = det.normalisation_stats
+    assert np.allclose(stats["min"], lo.numpy(), rtol=1e-6) and np.allclose(stats["max"], hi.numpy(), rtol=1e-6)
+
+    test = tiny_images(10, seed=1)
+    out = det.score(test)
+    expected = (out.combined - stats["min"][0]) / (stats["max"][0] - stats["min"][0] + 1e-12)
+    assert np.allclose(out.scores, expected, rtol=1e-5, atol=1e-6)
+    # the combined score is eq. 7 of the parts
+    assert np.allclose(out.combined, 0.5 * out.reconstruction + 0.5 * out.novelty, atol=1e-6)
+
+
+def test_terms_normalisation_reweighs_the_two_scores_with_their_own_statistics():
+    det = NoveltyNormalization(normalize="terms", batch_size=8, lambda1=0.3, seed=0).fit(tiny_images(16), epochs=1)
+    stats = det.normalisation_stats
+    assert len(stats["min"]) == 2
+    out = det.score(tiny_images(8, seed=2))
+    (lr_lo, ns_lo), (lr_hi, ns_hi) = stats["min"], stats["max"]
+    expected = 0.7 * (out.reconstruction - lr_lo) / (lr_hi - lr_lo + 1e-12) \
+        + 0.3 * (out.novelty - ns_lo) / (ns_hi - ns_lo + 1e-12)
+    assert np.allclose(out.scores, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_combined_normalisation_cannot_change_the_auc():
+    x, test = tiny_images(16), tiny_images(20, seed=5)
+    anomaly = np.r_[np.zeros(10), np.ones(10)]
+    out = NoveltyNormalization(batch_size=8).fit(x, epochs=1).score(test)
+    assert metrics.auc(out.scores, anomaly) == pytest.approx(metrics.auc(out.combined, anomaly), abs=1e-12)
+
+
+# --- L0 ---------------------------------------------------------------------------------------------------------
+
+def test_literal_l0_counts_nonzero_weights_and_has_no_gradient():
+    layer = L0Linear(4, 3, "literal")
+    with torch.no_grad():
+        layer.linear.weight.copy_(torch.tensor([[0.0, 1e-11, -2.0, 3.0], [1e-9, 0.0, 0.0, 0.0], [5.0] * 4]))
+    count = layer.l0()
+    assert count.item() == 7.0     # |w| > 1e-10: -2, 3, 1e-9 and four 5s
+    assert not count.requires_grad
+    # in a loss it changes the value, never the parameters' gradients
+    x = torch.randn(5, 4)
+    (layer(x).sum() - 1e-5 * layer.l0()).backward()
+    g_with = layer.linear.weight.grad.clone()
+    layer.linear.weight.grad = None
+    layer(x).sum().backward()
+    assert torch.equal(g_with, layer.linear.weight.grad)
+
+
+def test_hard_concrete_gates_follow_louizos_et_al():
+    torch.manual_seed(0)
+    layer = L0Linear(4, 3, "hard_concrete", init_open=0.9)
+    expected = 12 * 1 / (1 + math.exp(-(math.log(9) - (2 / 3) * math.log(0.1 / 1.1))))
+    assert layer.l0().item() == pytest.approx(expected, rel=1e-6)
+    layer.train()
+    g = layer.gates()
+    assert g.min() >= 0 and g.max() <= 1 and not torch.equal(g, layer.gates())   # sampled
+    layer.eval()
+    assert torch.equal(layer.gates(), layer.gates())                             # deterministic
+    det_gate = (torch.sigmoid(torch.tensor(math.log(9))) * 1.2 - 0.1).clamp(0, 1)
+    assert torch.allclose(layer.gates(), det_gate.expand(3, 4))
+
+
+@pytest.mark.parametrize("sign,direction", [(1.0, 1), (-1.0, -1)])
+def test_hard_concrete_l0_is_trainable_in_the_papers_sign_and_in_louizos_sign(sign, direction):
+    """Eq. 4 subtracts lambda2 ||W||_0: minimising it opens gates; Louizos et al.'s penalty (negative lambda2
+    here) closes them. The literal count leaves its layer unchanged."""
+    torch.manual_seed(0)
+    layer = L0Linear(6, 5, "hard_concrete", init_open=0.5)
+    before = layer.l0().item()
+    opt = torch.optim.Adam(layer.parameters(), lr=0.05)
+    for _ in range(50):
+        opt.zero_grad()
+        (-sign * layer.l0()).backward()
+        opt.step()
+    assert (layer.l0().item() - before) * direction > 1.0
+
+
+def test_l0_none_and_bad_mode():
+    assert L0Linear(3, 2, "none").l0().item() == 0.0
+    with pytest.raises(ValueError, match="hard_concrete"):
+        L0Linear(3, 2, "l1")
+
+
+# --- networks -----------------------------------------------------------------------------------------------------
+
+def test_paper_networks_have_the_stated_depths_and_codes():
+    det = NoveltyNormalization(batch_size=8).fit(tiny_images(8), epochs=1)
+    ae, ns = det.model_["ae"], det.model_["ns"]
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in ae.encoder) == 2 and ae.encoder[-1].out_features == 32
+    assert len(ns.layers) == 2
+    det3 = NoveltyNormalization(batch_size=4).fit(tiny_images(4, channels=3, size=32), epochs=1)
+    ae3, ns3 = det3.model_["ae"], det3.model_["ns"]
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in ae3.encoder) == 3 and ae3.encoder[-1].out_features == 64
+    assert len(ns3.layers) == 3
+    for m in ae3.encoder:
+        if isinstance(m, torch.nn.Conv2d):
+            assert m.kernel_size == (5, 5) and m.padding == (2, 2)
+    out = det3.score(tiny_images(3, channels=3, size=32))
+    assert out.maps.shape == (3, 32, 32) and (out.maps >= 0).all()
+
+
+def test_ablation_variants_switch_the_modules():
+    ae = NoveltyNormalization.ablation("ae")
+    assert (ae.novelty_scoring, ae.normalize) == (False, "none")
+    assert NoveltyNormalization.ablation("ae_norm").normalize == "combined"
+    out = NoveltyNormalization.ablation("ae", batch_size=8).fit(tiny_images(8), epochs=1).score(tiny_images(4))
+    assert out.novelty is None and np.allclose(out.scores, out.reconstruction)
+    with pytest.raises(ValueError, match="ae_norm"):
+        NoveltyNormalization.ablation("ns_only")
+
+
+def test_same_seed_same_scores_and_other_seed_differs():
+    x, test = tiny_images(16), tiny_images(6, seed=9)
+    a = NoveltyNormalization(batch_size=8, seed=1).fit(x, epochs=2).score(test).scores
+    b = NoveltyNormalization(batch_size=8, seed=1).fit(x, epochs=2).score(test).scores
+    c = NoveltyNormalization(batch_size=8, seed=2).fit(x, epochs=2).score(test).scores
+    assert np.array_equal(a, b) and not np.allclose(a, c)
+
+
+def test_bad_input_errors_name_the_fix():
+    det = NoveltyNormalization(batch_size=4)
+    with pytest.raises(RuntimeError, match="fit"):
+        det.score(tiny_images(2))
+    with pytest.raises(ValueError, match="x\\[:, None\\]"):
+        det.fit(torch.zeros(4, 28, 28, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="x / 255"):
+        det.fit(torch.full((4, 1, 28, 28), 200.0))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        det.fit(tiny_images(4, size=30))
+    with pytest.raises(ValueError, match="combined"):
+        NoveltyNormalization(normalize="batch")
+    with pytest.raises(ValueError, match="batch_size"):
+        NoveltyNormalization(batch_size=1)
+
+
+def test_subsample_keeps_both_groups_and_proportions():
+    from types import SimpleNamespace
+
+    class Set(SimpleNamespace):
+        def __len__(self):
+            return len(self.anomaly)
+
+        def subset(self, idx):
+            return Set(anomaly=self.anomaly[idx])
+
+    s = Set(anomaly=torch.tensor([0] * 10 + [1] * 90))
+    sub = novelty.subsample(s, 20, seed=0)
+    assert len(sub) == 20 and int(sub.anomaly.sum()) == 18
+    assert int(novelty.subsample(s, 5, seed=0).anomaly.eq(0).sum()) == 1
+
+
+def test_reported_tables_are_consistent_with_their_mean_rows():
+    """Transcription check: each method's class values average to its printed mean (Tables 1 and 2)."""
+    from oneclass import reported
+
+    f = reported.frame("novelty")
+    for table in ("Table 1", "Table 2"):
+        t = f[f.table == table]
+        for method, rows in t.groupby("method"):
+            classes = rows[rows["class"] != "mean"]["value"]
+            mean = rows[rows["class"] == "mean"]["value"].item()
+            assert len(classes) == 10
+            if (table, method) == ("Table 1", "OCSVM"):
+                # printed as 95.54 (the same number as Table 4's 'autoencoder only'); its classes average 95.13
+                assert mean == 0.9554 and classes.mean() == pytest.approx(0.9513)
+                continue
+            assert classes.mean() == pytest.approx(mean, abs=0.0015), (table, method)
+    assert reported.value("novelty", "Table 4", "cifar10", "+ NS", "mean") == pytest.approx(0.7148)
+    assert reported.value("novelty", "Table 5", "cifar10", "+ NS", "bird+cat+dog") == pytest.approx(0.6277)
