@@ -225,7 +225,7 @@ def expand(exp: Experiment, preset: str, classes: list | None = None, seeds: lis
     seed_list = [int(s) for s in (seeds if seeds else p.get("seeds", exp.raw.get("seeds", [0])))]
     vary = dict(exp.raw.get("vary") or {}) | dict(p.get("vary") or {})
     axes = [[(k, v) for v in (vals if isinstance(vals, list) else [vals])] for k, vals in vary.items()]
-    meta = {"params_file": str(exp.path), "reported": exp.raw.get("reported"),
+    meta = {"params_file": str(exp.path.resolve()), "reported": exp.raw.get("reported"),
             "description": p.get("description") or exp.raw.get("description"),
             "deviations": list(exp.raw.get("deviations") or []) + list(p.get("deviations") or [])}
     # params.yaml records every parameter the notebook ran with: its defaults, then what the file sets

@@ -18,14 +18,37 @@ from .runs import finished_runs, outputs_root, read_run
 DEFAULT_TOLERANCE = 0.03
 
 
-def _method(meta: dict, parameters: dict) -> str | None:
+def _method(meta: dict, parameters: dict, notebook: str | None = None) -> str | None:
     """The paper's method column a run belongs to: reported.method is a name or a mapping from the run's
-    ``method`` parameter to names."""
+    ``method`` parameter (its notebook default when the run did not record it) to names."""
     spec = (meta or {}).get("method")
+    name = (meta or {}).get("method_param", "method")
+    key = parameters.get(name)
+    if key is None and notebook and Path(notebook).is_file():
+        from .params import ParamsError, notebook_parameters
+        try:
+            key = notebook_parameters(notebook).get(name, {}).get("default")
+        except ParamsError:
+            key = None
     if isinstance(spec, dict):
-        key = parameters.get((meta or {}).get("method_param", "method"))
         return spec.get(key, key)
-    return spec or parameters.get("method")
+    return spec or key
+
+
+def _reported_meta(p: dict) -> dict:
+    """Which paper cells a run compares with: the params file's current ``reported`` section when the file is
+    still there (a corrected mapping applies to old runs too; it is not a result), else what the run recorded."""
+    import yaml
+
+    path = Path(p.get("params_file") or "")
+    if path.is_file():
+        try:
+            current = (yaml.safe_load(path.read_text()) or {}).get("reported")
+        except yaml.YAMLError:
+            current = None
+        if current:
+            return current
+    return p.get("reported") or {}
 
 
 def collect(root: str | Path) -> pd.DataFrame:
@@ -34,12 +57,12 @@ def collect(root: str | Path) -> pd.DataFrame:
     for path in finished_runs(root):
         r = read_run(path)
         p, params = r["params"], r["params"].get("parameters", {})
-        rep = p.get("reported") or {}
+        rep = _reported_meta(p)
         cls = p.get("normal_class", params.get("normal_class"))
         rows.append({
             "experiment": p.get("experiment"), "preset": p.get("preset"), "dataset": p.get("dataset"),
             "class": "+".join(map(str, cls)) if isinstance(cls, list) else str(cls), "seed": p.get("seed"),
-            "method": _method(rep, params), "paper": rep.get("paper"),
+            "method": _method(rep, params, p.get("notebook")), "paper": rep.get("paper"),
             # reported.table is one table, or {metric: table} when a paper splits metrics over tables
             "table": rep.get("table") if not isinstance(rep.get("table"), dict) else None,
             "tables": rep.get("table") if isinstance(rep.get("table"), dict) else None,
