@@ -187,9 +187,11 @@ class GeomScores:
     subscores: dict = field(default_factory=dict)
 
 
-def _to_float_images(x) -> torch.Tensor:
-    """uint8 images (or an ImageSet) -> float in [-1, 1], the paper's only pre-processing."""
-    x = getattr(x, "images", x)
+def prepare(images, size: int | None = None) -> torch.Tensor:
+    """uint8 images (N, C, H, W) or an ImageSet -> float in [-1, 1] (the paper's only pre-processing), padded
+    centrally with black (-1) to ``size`` x ``size`` (Fashion-MNIST 28 -> 32). Float input must already be in
+    [-1, 1]. GEOM and its competitors (oneclass.baselines) share it."""
+    x = getattr(images, "images", images)
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(np.asarray(x))
     if x.dim() == 3:
@@ -197,13 +199,22 @@ def _to_float_images(x) -> torch.Tensor:
     if x.dim() != 4:
         raise ValueError(f"expected images (N, C, H, W), got shape {tuple(x.shape)}")
     if x.dtype == torch.uint8:
-        return x.float() / 127.5 - 1.0
-    if x.is_floating_point():
+        x = x.float() / 127.5 - 1.0
+    elif x.is_floating_point():
         if x.numel() and (x.min() < -1.001 or x.max() > 1.001):
-            raise ValueError("float images must already be scaled to [-1, 1]; pass uint8 images to have GEOM "
-                             "scale them")
-        return x.float()
-    raise ValueError(f"images must be uint8 (0-255) or float in [-1, 1], got dtype {x.dtype}")
+            raise ValueError("float images must already be scaled to [-1, 1]; pass uint8 images to have them scaled")
+        x = x.float()
+    else:
+        raise ValueError(f"images must be uint8 (0-255) or float in [-1, 1], got dtype {x.dtype}")
+    h, w = x.shape[-2:]
+    size = size or max(h, w)
+    if h > size or w > size:
+        raise ValueError(f"images are {h}x{w}, larger than the network input {size}: load them at that size "
+                         "(data.load(..., size=...))")
+    if (h, w) != (size, size):
+        top, left = (size - h) // 2, (size - w) // 2
+        x = F.pad(x, (left, size - w - left, top, size - h - top), value=-1.0)
+    return x
 
 
 class GEOM:
@@ -240,16 +251,7 @@ class GEOM:
 
     # -- input handling
     def _prepare(self, images) -> torch.Tensor:
-        x = _to_float_images(images)
-        h, w = x.shape[-2:]
-        size = self.size or max(h, w)
-        if h > size or w > size:
-            raise ValueError(f"images are {h}x{w}, larger than the network input {size}: resize them when "
-                             "loading (data.load(..., size=...))")
-        if (h, w) != (size, size):
-            top, left = (size - h) // 2, (size - w) // 2
-            x = F.pad(x, (left, size - w - left, top, size - h - top), value=-1.0)
-        return x
+        return prepare(images, self.size)
 
     def _crop(self, maps: torch.Tensor, hw) -> torch.Tensor:
         size = maps.shape[-1]

@@ -1,0 +1,227 @@
+"""The GEOM paper's competitors (oneclass.baselines): known inputs -> known outputs, the paper's rules, and the
+difference between the oracle (hindsight) and the honest (held-out) OC-SVM selection."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from oneclass import baselines as B
+from oneclass import metrics
+
+
+class Images:
+    """The part of an ImageSet the detectors read."""
+
+    def __init__(self, images, anomaly=None):
+        self.images, self.anomaly = images, anomaly
+
+    def __len__(self):
+        return len(self.images)
+
+
+def blobs(n, bright, size=28, channels=1, seed=0):
+    """Dark images with a small bright square (nominal) or a large one (anomalous) at one of four places: an easy
+    one-class task whose nominal images differ by more than noise but, like real classes, have near neighbours
+    (a held-out image with no near neighbour in the training set is rejected by every RBF kernel)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 10, (n, channels, size, size), generator=g).to(torch.uint8)
+    side = 14 if bright else 6
+    for i, (r, c) in enumerate((4 + 8 * torch.randint(0, 2, (n, 2), generator=g)).tolist()):
+        x[i, :, r:r + side, c:c + side] = 220
+    return x
+
+
+@pytest.fixture(scope="module")
+def easy():
+    train = Images(blobs(24, False))
+    test_x = torch.cat([blobs(10, False, seed=1), blobs(10, True, seed=2)])
+    return train, Images(test_x, torch.tensor([0] * 10 + [1] * 10))
+
+
+def test_prepare_scales_to_minus_one_one_and_pads_black():
+    x = torch.zeros(2, 1, 28, 28, dtype=torch.uint8)
+    x[:, :, 0, 0] = 255
+    out = B.prepare(x, 32)
+    assert out.shape == (2, 1, 32, 32)
+    assert out[0, 0, 2, 2] == 1.0 and out[0, 0, 0, 0] == -1.0 and out.min() == -1.0
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        B.prepare(torch.full((1, 1, 32, 32), 2.0))
+    with pytest.raises(ValueError, match="larger than the network input"):
+        B.prepare(torch.zeros(1, 1, 40, 40, dtype=torch.uint8), 32)
+
+
+def test_svdd_center_pushes_small_coordinates_to_plus_minus_eps():
+    outputs = torch.tensor([[0.02, -0.10, 0.5, -0.3, 0.0, 0.09],
+                            [0.06, 0.02, 0.3, -0.1, 0.0, -0.29]])
+    # means: 0.04, -0.04, 0.4, -0.2, 0.0, -0.1
+    c = B.svdd_center(outputs, eps=0.1)
+    np.testing.assert_allclose(c.numpy(), [0.1, -0.1, 0.4, -0.2, 0.1, -0.1], atol=1e-7)
+    with pytest.raises(ValueError, match="network outputs"):
+        B.svdd_center(torch.zeros(0, 3))
+
+
+def test_gcn_l1_zero_mean_unit_l1_and_invariant_to_affine_pixel_scaling():
+    x = torch.rand(3, 1, 8, 8) * 0.5 + 0.2
+    y = B.gcn_l1(x)
+    np.testing.assert_allclose(y.flatten(1).mean(1).numpy(), 0, atol=1e-6)
+    np.testing.assert_allclose(y.flatten(1).abs().mean(1).numpy(), 1, atol=1e-5)
+    np.testing.assert_allclose(B.gcn_l1(2 * x - 1).numpy(), y.numpy(), atol=1e-5)
+
+
+def test_deep_svdd_centre_score_and_gradient_maps(easy):
+    train, test = easy
+    det = B.DeepSVDD(size=32).fit(train, epochs=0, ae_epochs=0, seed=0)
+    assert det.net.fc.out_features == 32 and [m.out_channels for m in det.net.modules()
+                                               if isinstance(m, torch.nn.Conv2d)] == [8, 4]
+    x = det._input(train)
+    assert float(x.min()) == pytest.approx(0.0, abs=1e-6) and float(x.max()) == pytest.approx(1.0, abs=1e-6)
+    with torch.no_grad():
+        det.net.eval()
+        z = det.net(x)
+    np.testing.assert_allclose(det.c.numpy(), B.svdd_center(z).numpy(), atol=1e-6)
+    assert (det.c.abs() >= 0.1 - 1e-7).all()
+    out = det.score(test, maps=True)
+    with torch.no_grad():
+        expected = ((det.net(det._input(test)) - det.c) ** 2).sum(1).numpy()
+    np.testing.assert_allclose(out.scores, expected, rtol=1e-5)
+    assert out.maps.shape == (20, 28, 28) and (out.maps >= 0).all()
+
+
+def test_deep_svdd_training_lowers_the_objective_and_is_deterministic(easy):
+    train, test = easy
+    a = B.DeepSVDD(size=32, batch_size=8).fit(train, epochs=3, ae_epochs=1, seed=3)
+    b = B.DeepSVDD(size=32, batch_size=8).fit(train, epochs=3, ae_epochs=1, seed=3)
+    assert a.history[-1] < a.history[0]
+    np.testing.assert_array_equal(a.score(test).scores, b.score(test).scores)
+
+
+def test_decoders_mirror_encoders_at_32_and_64px():
+    for c, size in [(1, 32), (3, 32), (3, 64)]:
+        x = torch.zeros(2, c, size, size)
+        enc, dec = B.ConvEncoder(c, size, 7, "linear"), B.ConvDecoder(c, size, 7)
+        assert dec(enc(x)).shape == x.shape
+        arch = B.SVDD_NETS[c]
+        net, ldec = B.LeNet(c, size, **arch), B.LeNetDecoder(c, size, **arch)
+        assert ldec(net(x)).shape == x.shape
+    with pytest.raises(ValueError, match="power of two"):
+        B.ConvEncoder(1, 28)
+
+
+def test_consistency_criterion():
+    assert B.consistent(0.1, 0.1, 100)
+    assert B.consistent(0.16, 0.1, 100)          # nu + 2 * sqrt(0.1 * 0.9 / 100) = 0.16
+    assert not B.consistent(0.17, 0.1, 100)
+    assert not B.consistent(1.0, 0.9, 5)         # the bound (1.17) would allow rejecting everything
+
+
+def test_ocsvm_hindsight_and_heldout_look_at_different_data(easy, monkeypatch):
+    train, test = easy
+    seen = []
+    real = B.OCSVM._features
+
+    def spy(self, images):
+        seen.append(id(images))
+        return real(self, images)
+
+    monkeypatch.setattr(B.OCSVM, "_features", spy)
+    hind = B.OCSVM("raw", "hindsight", size=32).fit(train, hindsight_test=test, seed=0)
+    assert id(test) in seen                                    # the oracle scores the labelled test set
+    assert hind.selected_on_["data"] == "test" and hind.selected_on_["labels_used"]
+    seen.clear()
+    held = B.OCSVM("raw", "heldout", size=32).fit(train, seed=0)
+    assert id(test) not in seen                                # the honest choice never touches it
+    info = held.selected_on_
+    assert info["data"] == "heldout_nominal" and not info["labels_used"]
+    assert len(np.intersect1d(info["heldout_index"], info["fit_index"])) == 0
+    assert len(info["heldout_index"]) == round(0.2 * len(train))
+    assert all("test_auc" not in r for r in held.grid_) and all("test_auc" in r for r in hind.grid_)
+    # the oracle's pick follows the labels: inverted labels make it pick the grid's worst point instead
+    best = max(hind.grid_, key=lambda r: r["test_auc"])
+    assert (hind.nu_, hind.gamma_) == (best["nu"], best["gamma"])
+    assert metrics.auc(hind.score(test).scores, test.anomaly) == pytest.approx(best["test_auc"])
+    flipped = B.OCSVM("raw", "hindsight", size=32).fit(train, hindsight_test=Images(test.images, 1 - test.anomaly))
+    worst = min(hind.grid_, key=lambda r: r["test_auc"])
+    if worst["test_auc"] < best["test_auc"]:
+        assert flipped.grid_ != hind.grid_
+        assert max(r["test_auc"] for r in flipped.grid_) == pytest.approx(1 - worst["test_auc"])
+    with pytest.raises(ValueError, match="hindsight_test"):
+        B.OCSVM("raw", "hindsight").fit(train)
+    with pytest.raises(ValueError, match="must not"):
+        B.OCSVM("raw", "heldout").fit(train, hindsight_test=test)
+
+
+def test_raw_ocsvm_precomputed_grid_matches_sklearn_rbf(easy):
+    from sklearn.svm import OneClassSVM
+
+    train, test = easy
+    det = B.OCSVM("raw", "hindsight", nus=(0.3,), gammas=(2.0 ** -7,), size=32).fit(train, hindsight_test=test)
+    xtr = B.prepare(train, 32).flatten(1).double().numpy()
+    xte = B.prepare(test, 32).flatten(1).double().numpy()
+    ref = OneClassSVM(nu=0.3, gamma=2.0 ** -7).fit(xtr).decision_function(xte)
+    assert det.grid_[0]["test_auc"] == pytest.approx(metrics.auc(-ref, test.anomaly))
+    np.testing.assert_allclose(det.score(test).scores, -ref, rtol=1e-6)
+
+
+def test_gmm_energy_matches_scipy_mixture():
+    from scipy.stats import multivariate_normal
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    gamma = torch.softmax(torch.randn(50, 2, generator=g, dtype=torch.float64), 1)
+    phi, mu, sigma = B.gmm_parameters(z, gamma)
+    np.testing.assert_allclose(phi.sum().item(), 1.0)
+    dens = sum(phi[k].item() * multivariate_normal(mu[k].numpy(), sigma[k].numpy()).pdf(z.numpy()) for k in range(2))
+    np.testing.assert_allclose(B.gmm_energy(z, phi, mu, sigma).numpy(), -np.log(dens), rtol=1e-8)
+
+
+def test_batched_adam_step_equals_torch_adam():
+    # Keras adds eps to sqrt(v) before the bias correction, torch after: equal when eps is negligible
+    p = torch.randn(4, 3)
+    q = p.clone().requires_grad_(True)
+    opt = torch.optim.Adam([q], lr=0.25, betas=(0.5, 0.999), eps=1e-12)
+    m, v = torch.zeros_like(p), torch.zeros_like(p)
+    for t in range(1, 4):
+        grad = torch.sin(p * t)
+        p = B._adam_step(p, grad, m, v, t, 0.25, 0.5, eps=1e-12)
+        q.grad = grad.clone()
+        opt.step()
+    np.testing.assert_allclose(p.numpy(), q.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_dsebm_score_is_the_energy_and_map_its_gradient(easy):
+    train, test = easy
+    det = B.DSEBM(size=32, batch_size=8).fit(train, epochs=1, seed=0)
+    out = det.score(test, maps=True)
+    x = B.prepare(test, 32).requires_grad_(True)
+    det.eval()
+    e = 0.5 * ((x - det.b) ** 2).flatten(1).sum(1) - det.encoder(x).sum(1)
+    np.testing.assert_allclose(out.scores, e.detach().numpy(), rtol=1e-5)
+    (g,) = torch.autograd.grad(e.sum(), x)
+    np.testing.assert_allclose(out.maps, g.abs().sum(1)[:, 2:30, 2:30].numpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", B.METHODS)
+def test_each_method_fits_and_scores_tiny_data(easy, method):
+    train, test = easy
+    hyper = {"size": 32}
+    fit = {"seed": 0, "epochs": 1}
+    if method == "adgan":
+        hyper.update(batches_per_epoch=1, n_seeds=2, steps=1, batch_size=8)
+        test = Images(test.images[8:12], test.anomaly[8:12])
+    if method.endswith("ocsvm"):
+        fit["hindsight_test"] = test
+    if method == "deep_svdd":
+        fit["ae_epochs"] = 1
+    out = B.build(method, **hyper).fit(train, **fit).score(test)
+    assert out.scores.shape == (len(test),) and np.isfinite(out.scores).all()
+    with pytest.raises(ValueError, match="unknown method"):
+        B.build("svdd")
+
+
+def test_easy_task_is_detected(easy):
+    train, test = easy
+    for sel in ("hindsight", "heldout"):
+        det = B.OCSVM("raw", sel, size=32)
+        det.fit(train, **({"hindsight_test": test} if sel == "hindsight" else {}))
+        assert metrics.auc(det.score(test).scores, test.anomaly) > 0.9, sel
