@@ -74,9 +74,21 @@ def collect(root: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _n_classes(row) -> int:
+    """How many classes the paper's table has for this dataset (its per-class rows)."""
+    try:
+        f = reported.frame(row["paper"])
+    except FileNotFoundError:
+        return 0
+    f = f[(f["table"] == row["table"]) & (f["dataset"] == row["dataset"]) & (f["method"] == row["method"])]
+    return int((f["class"] != "mean").sum())
+
+
 def summarize(frame: pd.DataFrame, metric: str = "auc", tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
     """Per (experiment, method, class): mean, std over seeds, runs; then a 'mean' row per (experiment, method)
-    averaging the class means. Paper values are looked up per row; ``flag`` marks |ours - paper| > tolerance."""
+    averaging the class means (``classes`` says over how many). Paper values are looked up per row; a mean over
+    fewer classes than the paper's table is compared with the paper's mean over the same classes. ``flag``
+    marks |ours - paper| > tolerance."""
     if frame.empty or metric not in frame:
         return pd.DataFrame()
     keys = ["experiment", "dataset", "method", "paper", "table"]
@@ -103,6 +115,14 @@ def summarize(frame: pd.DataFrame, metric: str = "auc", tolerance: float = DEFAU
         return np.nan if v is None else v
 
     out["paper_value"] = out.apply(paper_value, axis=1)
+    out["classes"] = out.groupby(keys, sort=False)["class"].transform(lambda c: int((c != "mean").sum()))
+    # A mean over some of the classes is compared with the paper's numbers for those same classes, not with its
+    # all-class mean (which would mix in classes we did not run).
+    for _, group in out.groupby(keys, sort=False):
+        classes, mean_row = group[group["class"] != "mean"], group.index[group["class"] == "mean"]
+        known = classes["paper_value"].notna().all() and len(classes)
+        if known and len(mean_row) and _n_classes(group.iloc[0]) > len(classes):
+            out.loc[mean_row, "paper_value"] = classes["paper_value"].mean()
     out["diff"] = out["mean"] - out["paper_value"]
     out["flag"] = np.where(out["diff"].abs() > tolerance, "outside ±%.2f" % tolerance, "")
     out.insert(len(keys) + 1, "metric", metric)
@@ -141,7 +161,7 @@ def deviations(frame: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
 
 
 def to_markdown(summary: pd.DataFrame, deviations: list[str] | None = None) -> str:
-    cols = ["method", "class", "mean", "std", "runs", "paper_value", "diff", "flag", "seconds"]
+    cols = ["method", "class", "mean", "std", "runs", "classes", "paper_value", "diff", "flag", "seconds"]
     body = summary[cols].to_markdown(index=False, floatfmt=".3f")
     notes = "".join(f"\n- {d}" for d in (deviations or []))
     return body + ("\n\nDeviations from the paper:" + notes if notes else "") + "\n"
