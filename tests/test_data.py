@@ -426,3 +426,22 @@ def test_outliers_replace_skipped_corrupt_files(tmp_path):
     assert len(data.load_outliers(folder, size=8, channels=3, skip_corrupt=True)) == 19
     with pytest.raises(ValueError, match="only 19 usable"):
         data.load_outliers(folder, size=8, channels=3, limit=20, skip_corrupt=True)
+
+
+def test_subsample_keeps_every_class_and_the_anomaly_proportion():
+    labels = torch.tensor([0] * 10 + [1] * 45 + [2] * 45)
+    s = data.ImageSet(images=torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1), labels=labels,
+                      classes=["a", "b", "c"], name="toy", anomaly=(labels > 0).long())
+    sub = data.subsample(s, 20, seed=0)
+    assert len(sub) == 20 and sub.labels.bincount().tolist() == [2, 9, 9] and int(sub.anomaly.sum()) == 18
+    assert torch.equal(sub.images.flatten().long(), torch.sort(sub.images.flatten().long()).values)  # order kept
+    tiny = data.subsample(s, 3, seed=0)
+    assert set(tiny.labels.tolist()) == {0, 1, 2}, "every class keeps at least one image"
+    odd = data.ImageSet(images=torch.zeros(100, 1, 1, 1, dtype=torch.uint8), labels=torch.arange(100) % 7,
+                        classes=list("abcdefg"), name="toy")
+    assert [len(data.subsample(odd, n, seed=0)) for n in (7, 10, 33, 99)] == [7, 10, 33, 99]   # exactly
+    assert torch.equal(data.subsample(s, 20, seed=0).images, sub.images)
+    assert not torch.equal(data.subsample(s, 20, seed=1).images, sub.images)
+    assert data.subsample(s, None) is s and data.subsample(s, 500) is s
+    with pytest.raises(ValueError, match="positive"):
+        data.subsample(s, 0)

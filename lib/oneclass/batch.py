@@ -75,10 +75,12 @@ def _fail(tmp: Path, final: Path, text: str) -> Path:
 
 
 class _KnownParameters(logging.Filter):
-    """papermill warns about parameters it cannot see in the parameters cell (annotated ones); we validated them."""
+    """papermill cannot parse annotated parameters (``x: int | None = None``) and warns about them as unknown;
+    our own validation has read them already."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Passed unknown parameter" not in record.getMessage()
+        message = record.getMessage()
+        return "Passed unknown parameter" not in message and "Unable to parse line" not in message
 
 
 def _execute_notebook(spec: P.RunSpec, tmp: Path, threads: int | None) -> None:

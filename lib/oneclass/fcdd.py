@@ -416,24 +416,6 @@ def outliers(source: str | None, dataset: str, limit: int | None = None, exclude
                                                seed=seed, root=root))
 
 
-def subsample(images, limit: int | None, seed: int = 0):
-    """``limit`` images of an ImageSet chosen at random with ``seed`` (all when None): for smoke runs. A test
-    set keeps both nominal and anomalous images (stratified by ``.anomaly`` when present)."""
-    if limit is None or limit >= len(images):
-        return images
-    g = torch.Generator().manual_seed(seed)
-    anomaly = getattr(images, "anomaly", None)
-    if anomaly is None:
-        return images.subset(torch.randperm(len(images), generator=g)[:limit])
-    anomaly = torch.as_tensor(anomaly).bool()
-    picks = []
-    for group in (~anomaly, anomaly):
-        idx = torch.nonzero(group).flatten()
-        k = max(1, round(limit * len(idx) / len(anomaly))) if len(idx) else 0
-        picks.append(idx[torch.randperm(len(idx), generator=g)[:k]])
-    return images.subset(torch.cat(picks).sort().values)
-
-
 # ------------------------------------------------------------------------------------------ figures
 
 def display_maps(run_dir, index, size: int) -> np.ndarray:

@@ -452,24 +452,6 @@ def data_setup(dataset: str) -> tuple[int, int, int]:
     return DATA[name]
 
 
-def subsample(images, limit: int | None, seed: int = 0):
-    """At most ``limit`` images of an ImageSet, the same share of every class (so a one-vs-rest test set keeps
-    its nominal / anomalous proportion, and every anomaly class stays represented). None keeps all."""
-    if limit is None or limit >= len(images):
-        return images
-    if limit < 1:
-        raise ValueError(f"limit must be a positive number of images or None, got {limit}")
-    g = torch.Generator().manual_seed(int(seed))
-    labels = torch.as_tensor(images.labels)
-    classes = labels.unique()
-    picks = []
-    for c in classes:
-        idx = torch.nonzero(labels == c).flatten()
-        k = max(1, round(limit * len(idx) / len(labels)))
-        picks.append(idx[torch.randperm(len(idx), generator=g)[:k]])
-    return images.subset(torch.cat(picks).sort().values)
-
-
 def transformed(images, transforms="geom72", size: int | None = None) -> np.ndarray:
     """Every transformation of every image, for display: uint8 (N, |T|, C, S, S), padded to ``size`` as GEOM
     pads its inputs."""

@@ -428,24 +428,6 @@ def load_shape(dataset: str) -> tuple[int, int]:
     return LOAD[dataset]
 
 
-def subsample(images, limit: int | None, seed: int = 0):
-    """At most ``limit`` images of an ImageSet, chosen at random but keeping the nominal / anomalous proportion
-    (smoke runs); None keeps all."""
-    if limit is None or limit >= len(images):
-        return images
-    gen = torch.Generator().manual_seed(int(seed))
-    anomaly = getattr(images, "anomaly", None)
-    anomaly = torch.zeros(len(images), dtype=torch.long) if anomaly is None else torch.as_tensor(anomaly).long()
-    keep = []
-    for value in (0, 1):
-        idx = torch.nonzero(anomaly == value).flatten()
-        take = round(limit * len(idx) / len(images))
-        if len(idx) and take == 0:
-            take = 1   # both groups must stay present or the AUC is undefined
-        keep.append(idx[torch.randperm(len(idx), generator=gen)[:take]])
-    return images.subset(torch.sort(torch.cat(keep)).values)
-
-
 def paper_numbers(dataset: str, normal_names: list, variant: str = "full") -> dict:
     """The paper's AUCs for this run: its class cell (Tables 1-3 or 5), its mean, and the Table 4 row."""
     from . import reported

@@ -109,3 +109,36 @@ def one_vs_rest(dataset: str, normal, root=None, size=None, channels=None, *, do
     test = load(name, test_split, **opts)
     test = dataclasses.replace(test, anomaly=(~torch.isin(test.labels, normal_ids)).long())
     return Split(train, test, ids, [train.classes[i] for i in ids])
+
+
+def subsample(images: ImageSet, limit: int | None, seed: int = 0) -> ImageSet:
+    """``limit`` images chosen at random with ``seed``, the same share of every class (and of nominal /
+    anomalous images when the set has anomaly labels), at least one of each: a reduced one-vs-rest test set keeps
+    its proportions and every anomaly class, so its AUC stays defined. ``None`` keeps all."""
+    if limit is None or limit >= len(images):
+        return images
+    if limit < 1:
+        raise ValueError(f"limit must be a positive number of images or None, got {limit}")
+    g = torch.Generator().manual_seed(int(seed))
+    labels = getattr(images, "labels", None)
+    anomaly = getattr(images, "anomaly", None)
+    key = torch.zeros(len(images), dtype=torch.long)
+    if labels is not None:
+        key = key + torch.as_tensor(labels).long() * 2
+    if anomaly is not None:
+        key = key + torch.as_tensor(anomaly).long()
+    values, counts = key.unique(return_counts=True)
+    quota = limit * counts.double() / len(key)
+    take = quota.floor().long().clamp(min=1)
+    # largest remainders fill up to exactly `limit` (or take from the largest classes when the minimum of one
+    # per class overshoots)
+    while int(take.sum()) < limit:
+        room = (take < counts).double() * (quota - take.double() + 1e-9 * counts.double())
+        take[int(room.argmax())] += 1
+    while int(take.sum()) > limit and int(take.max()) > 1:
+        take[int(take.argmax())] -= 1
+    picks = []
+    for value, k in zip(values, take.tolist()):
+        idx = torch.nonzero(key == value).flatten()
+        picks.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    return images.subset(torch.cat(picks).sort().values)
