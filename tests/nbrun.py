@@ -15,12 +15,19 @@ def run_smoke(params_file, tmp_path, data_root=None, classes=None, seeds=None, j
     params_file = Path(params_file)
     if not params_file.is_absolute():
         params_file = repo / params_file
-    if data_root is not None:
-        os.environ["ONECLASS_DATA"] = str(data_root)
     exp = params.load(params_file)
-    specs = params.expand(exp, "smoke", classes, seeds, overrides or None)
     out = Path(tmp_path) / "outputs"
-    results = batch.run_batch(specs, out, jobs=jobs, progress=False)
+    previous = os.environ.get("ONECLASS_DATA")
+    if data_root is not None:   # for this batch's validation and kernels only, not for the tests that follow
+        os.environ["ONECLASS_DATA"] = str(data_root)
+    try:
+        specs = params.expand(exp, "smoke", classes, seeds, overrides or None)
+        results = batch.run_batch(specs, out, jobs=jobs, progress=False)
+    finally:
+        if previous is None:
+            os.environ.pop("ONECLASS_DATA", None)
+        else:
+            os.environ["ONECLASS_DATA"] = previous
     failed = [r for r in results if r.status == "failed"]
     if failed:
         errors = "\n\n".join(Path(r.path, "error.txt").read_text()[-4000:] if Path(r.path, "error.txt").exists()

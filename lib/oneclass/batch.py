@@ -83,10 +83,11 @@ class _KnownParameters(logging.Filter):
         return "Passed unknown parameter" not in message and "Unable to parse line" not in message
 
 
+logging.getLogger("papermill").addFilter(_KnownParameters())   # once per process, not once per run
+
+
 def _execute_notebook(spec: P.RunSpec, tmp: Path, threads: int | None) -> None:
     import papermill
-
-    logging.getLogger("papermill").addFilter(_KnownParameters())
     from jupyter_client.manager import KernelManager
 
     if threads:  # parallel runs each get their share of the cores instead of all fighting for all of them
