@@ -84,7 +84,8 @@ def test_background_ablation_only_in_training():
 def test_mix_outliers_rate_and_labels():
     nominal = torch.zeros(4000, 1, 2, 2, dtype=torch.uint8)
     pool = augment.Outliers(torch.full((3, 1, 2, 2), 255, dtype=torch.uint8))
-    x, y = augment.mix_outliers(nominal, pool, 0.5, gen())
+    x, y, masks = augment.mix_outliers(nominal, pool, 0.5, gen())
+    assert masks is None
     assert 0.47 < y.float().mean() < 0.53
     assert torch.all(x[y == 1] == 255) and torch.all(x[y == 0] == 0)
 

@@ -156,7 +156,7 @@ def test_online_outlier_exposure_epoch_is_one_pass_over_nominal_set():
     seen = []
 
     class Counting(fcdd.FCDD):
-        def _forward_loss(self, x, y):
+        def _forward_loss(self, x, y, masks=None):
             seen.append(y.clone())
             return super()._forward_loss(x, y)
 
@@ -172,7 +172,7 @@ def test_gradient_accumulation_splits_the_batch():
     sizes = []
 
     class Sizes(fcdd.FCDD):
-        def _forward_loss(self, x, y):
+        def _forward_loss(self, x, y, masks=None):
             sizes.append(len(x))
             return super()._forward_loss(x, y)
 

@@ -131,8 +131,18 @@ DATASETS = {
     "imagenet30": dict(net="224", official_net="vgg", pipeline="imagenet", optimizer="adam", lr=1e-3,
                        weight_decay=1e-6, schedule="multistep", gamma=0.1, milestones=(400, 500), batch_size=200,
                        epochs=600, official_sigma=8.0),
+    # Section 4.2 / appendix C: the ImageNet network, SGD-Nesterov lr 1e-3 x0.985 per epoch, weight decay 1e-5
+    # (the authors' code: 1e-4), batch 128, 200 epochs of ten passes each, sigma 12 with confetti noise (the
+    # paper's own choice, not appendix A's formula), loss on the upsampled map (authors' code).
+    "mvtec": dict(net="224", official_net="vgg_mvtec", pipeline="mvtec", optimizer="sgd", lr=1e-3,
+                  weight_decay=1e-5, schedule="exponential", gamma=0.985, milestones=(), batch_size=128,
+                  epochs=200, official_sigma=12.0, sigma=12.0, passes=10, loss_on="upsampled"),
+    # Section 4.3: as CIFAR-10 (Adam, x0.1 at 400 / 500) on 224px squares, the ImageNet network.
+    "voc": dict(net="224", official_net="vgg", pipeline="voc", optimizer="adam", lr=1e-3, weight_decay=1e-6,
+                schedule="multistep", gamma=0.1, milestones=(400, 500), batch_size=200, epochs=600,
+                official_sigma=8.0),
 }
-AE_SIZE = {"28": 28, "28_wide": 28, "32": 32, "32_lw3k": 32, "224": 224, "vgg": 224}
+AE_SIZE = {"28": 28, "28_wide": 28, "32": 32, "32_lw3k": 32, "224": 224, "vgg": 224, "vgg_mvtec": 224}
 
 
 def defaults(dataset: str, method: str = "fcdd", official: bool = False) -> dict:
@@ -148,9 +158,10 @@ def defaults(dataset: str, method: str = "fcdd", official: bool = False) -> dict
     key = official_key if official else d["net"]
     sigma = d.pop("official_sigma")
     d.pop("epochs")
-    d["net"] = {"fcdd": f"fcdd_{key}", "hsc": f"hsc_{key}", "ae": f"ae_{AE_SIZE[key]}"}[method]
-    d["upsample_net"] = f"fcdd_{key}"
-    d["sigma"] = sigma if official else None
+    hsc_key = "vgg" if key == "vgg_mvtec" else key
+    d["net"] = {"fcdd": f"fcdd_{key}", "hsc": f"hsc_{hsc_key}", "ae": f"ae_{AE_SIZE[key]}"}[method]
+    d["upsample_net"] = nets.partner(f"fcdd_{key}")
+    d["sigma"] = sigma if official else d.get("sigma")
     # the wide official networks are conv-bound: oneDNN's channels-last kernels are ~20% faster on CPU
     d["channels_last"] = official
     return d
@@ -195,7 +206,8 @@ class _Method:
                  weight_decay: float = 1e-6, momentum: float = 0.9, nesterov: bool = True,
                  schedule: str = "exponential", gamma: float = 0.98, milestones=(), batch_size: int = 128,
                  accumulate: int = 1, sigma: float | None = None, upsample_net: str | None = None,
-                 seed: int | None = None, net_options: dict | None = None, channels_last: bool = False):
+                 seed: int | None = None, net_options: dict | None = None, channels_last: bool = False,
+                 passes: int = 1, loss_on: str = "native", swap_labels: bool = False):
         if net not in nets.NAMES:
             raise ValueError(f"unknown network {net!r}; choose one of {', '.join(nets.NAMES)}")
         if batch_size % accumulate:
@@ -203,6 +215,11 @@ class _Method:
                              "batch is split into `accumulate` equal micro-batches")
         if not 0 <= oe_prob <= 1:
             raise ValueError(f"oe_prob must be a probability, got {oe_prob}")
+        if passes < 1:
+            raise ValueError(f"passes (passes over the training set per epoch) must be >= 1, got {passes}")
+        if loss_on not in ("native", "upsampled"):
+            raise ValueError(f"loss_on must be 'native' (the u x v map, eq. 2) or 'upsampled' (Algorithm 1's "
+                             f"full-resolution map, the authors' MVTec-AD setting), got {loss_on!r}")
         if outliers is not None and not self.uses_outliers:
             raise ValueError(f"{type(self).__name__} cannot use outlier exposure (the paper's AE has no way to "
                              "include anomalies); pass outliers=None")
@@ -215,11 +232,13 @@ class _Method:
         self.sigma, self.seed, self.net_options = sigma, seed, dict(net_options or {})
         self.upsample_net = upsample_net or nets.partner(net)
         self.channels_last = channels_last
+        self.passes, self.loss_on, self.swap_labels = passes, loss_on, swap_labels
         self.history: list[float] = []          # mean training loss per epoch
         self.epoch_seconds: list[float] = []    # wall time per epoch (batching, OE, augmentation and steps)
 
     # -- hooks
-    def _forward_loss(self, x, y):
+    def _forward_loss(self, x, y, masks=None):
+        """Loss of a training batch; ``masks`` (N, 1, H, W) when the anomalies come with pixel ground truth."""
         raise NotImplementedError
 
     # -- training
@@ -232,8 +251,10 @@ class _Method:
         return net
 
     def fit(self, train, epochs: int = 1, progress: bool | None = None) -> "_Method":
-        """Train on the nominal images of ``train`` (an ImageSet or uint8 tensor) for ``epochs`` passes over
-        them; with outlier exposure each sample is swapped for an anomaly with probability ``oe_prob``."""
+        """Train on the nominal images of ``train`` (an ImageSet or uint8 tensor) for ``epochs`` epochs of
+        ``passes`` passes over them; with outlier exposure each sample is swapped for an anomaly with probability
+        ``oe_prob``. Outliers with masks (semi-supervised MVTec-AD) train FCDD with the pixel loss of eq. (3);
+        ``swap_labels`` makes the nominal images the positive class (section 4.3's horse heatmaps)."""
         x = _images(train, "train")
         if epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
@@ -245,9 +266,10 @@ class _Method:
             raise ValueError(f"training images have {x.shape[1]} channel(s), network {self.net_name!r} takes "
                              f"{self.net_.in_channels}: load the data with channels={self.net_.in_channels} or "
                              "pick the network for this dataset")
-        if x.shape[-1] != size and not (self.pipeline_name in ("imagenet", "voc") and x.shape[-1] > size):
+        if x.shape[-1] != size and not (self.pipeline_name in ("imagenet", "voc", "mvtec") and x.shape[-1] > size):
             raise ValueError(f"training images are {x.shape[-2]}x{x.shape[-1]}, network {self.net_name!r} takes "
-                             f"{size}x{size}: load the data at size={size} (ImageNet: 256, cropped to 224)")
+                             f"{size}x{size}: load the data at size={size} (ImageNet: 256, cropped to 224; "
+                             "MVTec-AD: 240, cropped to 224)")
         self.pipeline_ = augment.pipeline(self.pipeline_name, self.background, size=size).fit(x)
         if self.outliers is not None:
             self.outliers.check(x.shape[1], x.shape[-1])
@@ -256,20 +278,31 @@ class _Method:
         opt = training.optimizer(self.net_.parameters(), self.optimizer, self.lr, self.weight_decay, self.momentum,
                                  self.nesterov)
         sched = training.schedule(opt, self.schedule, self.gamma, self.milestones)
+        if self.loss_on == "upsampled" or (self.outliers is not None and self.outliers.masks is not None):
+            # the authors' training upsampler: the same Gaussian with peak 1 (not normalised), which sets the
+            # scale of the full-resolution maps that the loss sees
+            self.train_upsampler_ = ReceptiveUpsampler(self.net_, size, self.sigma, normalize=False)
         micro = self.batch_size // self.accumulate
         bar = training.progress(range(epochs), progress, desc=type(self).__name__, unit="epoch")
         self.net_.train()
         for _ in bar:
             started = time.perf_counter()
             total, count = 0.0, 0
-            for idx in training.batches(len(x), self.batch_size, self.gen_):
+            # one epoch = `passes` passes over the training set (MVTec-AD: ten), shuffled together
+            for idx in training.batches(len(x) * self.passes, self.batch_size, self.gen_):
+                idx = idx % len(x)
                 opt.zero_grad(set_to_none=True)
                 for part in idx.split(micro):
-                    batch, y = augment.mix_outliers(x[part], self.outliers, self.oe_prob, self.gen_)
-                    batch = self.pipeline_.train(batch, self.gen_)
+                    batch, y, masks = augment.mix_outliers(x[part], self.outliers, self.oe_prob, self.gen_)
+                    if masks is None:
+                        batch = self.pipeline_.train(batch, self.gen_)
+                    else:
+                        batch, masks = self.pipeline_.train(batch, self.gen_, masks)
+                    if self.swap_labels:
+                        y = 1 - y
                     if self.channels_last:
                         batch = batch.contiguous(memory_format=torch.channels_last)
-                    loss = self._forward_loss(batch, y)
+                    loss = self._forward_loss(batch, y, masks)
                     (loss * len(part) / len(idx)).backward()
                     total += float(loss.detach()) * len(part)
                     count += len(part)
@@ -311,8 +344,13 @@ class FCDD(_Method):
     """FCDD: heatmap A(X) = h(phi(X)) (pseudo-Huber of the 1-channel FCN output), anomaly score = mean of A
     (eq. 2's (1/uv)||A||_1), full-resolution heatmap = Algorithm 1's upsampling of A."""
 
-    def _forward_loss(self, x, y):
-        return fcdd_loss(pseudo_huber(self.net_(x)), y)
+    def _forward_loss(self, x, y, masks=None):
+        A = pseudo_huber(self.net_(x))
+        if masks is not None:
+            return pixel_loss(self.train_upsampler_(A), masks)      # eq. (3)
+        if self.loss_on == "upsampled":
+            return fcdd_loss(self.train_upsampler_(A), y)
+        return fcdd_loss(A, y)
 
     @torch.no_grad()
     def score(self, test, batch_size: int = 500, maps: bool = True) -> Scores:
@@ -329,7 +367,7 @@ class HSC(_Method):
     def __init__(self, net: str = "hsc_28", **kwargs):
         super().__init__(net, **kwargs)
 
-    def _forward_loss(self, x, y):
+    def _forward_loss(self, x, y, masks=None):   # pixel masks cannot help a fully connected head: image labels
         return hsc_loss(self._score(x), y)
 
     def _score(self, x):
@@ -363,7 +401,7 @@ class AE(_Method):
     def __init__(self, net: str = "ae_28", **kwargs):
         super().__init__(net, **kwargs)
 
-    def _forward_loss(self, x, y):
+    def _forward_loss(self, x, y, masks=None):
         return F.mse_loss(self.net_(x), x)
 
     @torch.no_grad()
@@ -397,19 +435,22 @@ def make(method: str, dataset: str, net: str = "paper", **overrides) -> _Method:
 # ------------------------------------------------------------------------------ experiment helpers
 
 # Image size and channels each dataset is loaded at (ImageNet: resized to 256, cropped to 224 by the pipeline).
-LOAD = {"fmnist": (28, 1), "cifar10": (32, 3), "imagenet30": (256, 3)}
+LOAD = {"fmnist": (28, 1), "cifar10": (32, 3), "imagenet30": (256, 3), "mvtec": (240, 3), "voc": (224, 3)}
 
 
 def outliers(source: str | None, dataset: str, limit: int | None = None, exclude=None, seed: int = 0,
              root=None) -> augment.Outliers | None:
     """The outlier-exposure source of a run, at ``dataset``'s load size and channels: ``None`` / 'none' (no
-    OE), 'noise' or 'blobs' (synthetic noise anomalies), or anything ``oneclass.data.load_outliers`` takes (a
+    OE), 'noise' or 'blobs' (synthetic noise anomalies), 'confetti' (section 4.2's confetti noise on the nominal
+    image itself), or anything ``oneclass.data.load_outliers`` takes (a
     dataset name or an image folder), limited to ``limit`` distinct images (figure 6's sweep)."""
     from . import data
 
     size, channels = LOAD[dataset]
     if source in (None, "none"):
         return None
+    if source == "confetti":
+        return augment.Outliers.confetti()
     if source in ("noise", "blobs"):
         return augment.Outliers.noise_source("uniform" if source == "noise" else "blobs", channels, size)
     return augment.Outliers(data.load_outliers(source, size, channels, limit=limit, exclude=list(exclude or []) or None,

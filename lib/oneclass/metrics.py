@@ -84,6 +84,40 @@ def pixel_auc_per_image(maps, masks) -> float:
     return float(np.mean(per))
 
 
+def resize_maps(maps, size) -> np.ndarray:
+    """Heatmaps (N, H, W) resized bilinearly to ``size`` = (h, w) or an int, e.g. to the ground truth's
+    resolution before a pixel AUC (float32; antialiased when shrinking)."""
+    import torch
+    import torch.nn.functional as F
+
+    m = torch.as_tensor(np.asarray(maps, dtype=np.float32))
+    if m.ndim != 3:
+        raise ValueError(f"expected heatmaps (N, H, W), got shape {tuple(m.shape)}")
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(m.shape[1:]) == hw:
+        return m.numpy()
+    shrink = hw[0] < m.shape[1] or hw[1] < m.shape[2]
+    return F.interpolate(m[:, None], size=hw, mode="bilinear", align_corners=False, antialias=shrink)[:, 0].numpy()
+
+
+def heatmap_mass_fraction(maps, region) -> np.ndarray:
+    """Per image, the share of the heatmap's total mass that lies inside ``region`` (a boolean (H, W) mask
+    for all images, or (N, H, W)): sum over the region / sum over the image. Maps must be non-negative (FCDD's
+    are); a map that is zero everywhere gets NaN. Compare with the region's share of the area (chance level)."""
+    m = _array(maps, "maps")
+    if m.ndim != 3:
+        raise ValueError(f"expected heatmaps (N, H, W), got shape {m.shape}")
+    if m.min() < 0:
+        raise ValueError("heatmap mass needs non-negative maps; shift or rectify them first (e.g. np.maximum(m, 0))")
+    r = np.asarray(region, dtype=bool)
+    if r.shape not in (m.shape, m.shape[1:]):
+        raise ValueError(f"region {r.shape} must have the maps' shape {m.shape} or one map's shape {m.shape[1:]}")
+    inside = (m * r).sum(axis=(1, 2))
+    total = m.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, inside / np.where(total > 0, total, 1), np.nan)
+
+
 def explanation_accuracy(explanations, ground_truth) -> float:
     """Mean cosine similarity between each ground-truth map and the rectified explanation max(0, R)
     (Clever Hans paper). Images whose explanation or ground truth is all zero count as 0."""

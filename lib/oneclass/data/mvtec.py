@@ -129,3 +129,26 @@ def _read_mask(path: Path, size_wh) -> np.ndarray:
     except Exception as e:
         raise CorruptImageError.build(path, f"{type(e).__name__}: {e}") from e
     return (np.asarray(m) > 127).astype(np.uint8)
+
+
+def semi_supervised_split(test: ImageSet, per_defect: int = 1, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+    """FCDD's semi-supervised MVTec-AD setting (section 4.2): ``per_defect`` anomalous test images of every
+    defect type, drawn at random with ``seed``, are moved into training (with their masks). Returns
+    (labelled anomalies, remaining test set); the two are disjoint and the remaining set keeps every good image."""
+    if test.anomaly is None:
+        raise ValueError("the test set has no anomaly labels: load it with load_mvtec(category, 'test')")
+    if per_defect < 1:
+        raise ValueError(f"per_defect must be >= 1, got {per_defect}")
+    g = torch.Generator().manual_seed(int(seed))
+    picked = []
+    for label in sorted(set(test.labels[test.anomaly == 1].tolist())):
+        members = (test.labels == label).nonzero()[:, 0]
+        if len(members) <= per_defect:
+            raise ValueError(f"defect type {test.classes[label]!r} has only {len(members)} test image(s); moving "
+                             f"{per_defect} into training would leave none to test on")
+        picked.append(members[torch.randperm(len(members), generator=g)[:per_defect]])
+    if not picked:
+        raise ValueError("the test set has no anomalous images to move into training")
+    chosen = torch.zeros(len(test), dtype=torch.bool)
+    chosen[torch.cat(picked)] = True
+    return test.subset(chosen), test.subset(~chosen)
