@@ -162,6 +162,8 @@ def defaults(dataset: str, method: str = "fcdd", official: bool = False) -> dict
     d["net"] = {"fcdd": f"fcdd_{key}", "hsc": f"hsc_{hsc_key}", "ae": f"ae_{AE_SIZE[key]}"}[method]
     d["upsample_net"] = nets.partner(f"fcdd_{key}")
     d["sigma"] = sigma if official else d.get("sigma")
+    if method != "fcdd":
+        d.pop("loss_on", None)   # a loss on heatmaps exists only for FCDD
     # the wide official networks are conv-bound: oneDNN's channels-last kernels are ~20% faster on CPU
     d["channels_last"] = official
     return d
@@ -200,6 +202,7 @@ class _Method:
     returns :class:`Scores`."""
 
     uses_outliers = True
+    fully_convolutional = False   # FCDD: heatmaps from the network's output, so losses on (upsampled) maps
 
     def __init__(self, net: str = "fcdd_28", *, pipeline: str = "fmnist", background: str = "none",
                  outliers=None, oe_prob: float = 0.5, optimizer: str = "sgd", lr: float = 1e-2,
@@ -278,7 +281,8 @@ class _Method:
         opt = training.optimizer(self.net_.parameters(), self.optimizer, self.lr, self.weight_decay, self.momentum,
                                  self.nesterov)
         sched = training.schedule(opt, self.schedule, self.gamma, self.milestones)
-        if self.loss_on == "upsampled" or (self.outliers is not None and self.outliers.masks is not None):
+        pixel_masks = self.outliers is not None and self.outliers.masks is not None
+        if self.fully_convolutional and (self.loss_on == "upsampled" or pixel_masks):
             # the authors' training upsampler: the same Gaussian with peak 1 (not normalised), which sets the
             # scale of the full-resolution maps that the loss sees
             self.train_upsampler_ = ReceptiveUpsampler(self.net_, size, self.sigma, normalize=False)
@@ -342,7 +346,10 @@ class _Method:
 
 class FCDD(_Method):
     """FCDD: heatmap A(X) = h(phi(X)) (pseudo-Huber of the 1-channel FCN output), anomaly score = mean of A
-    (eq. 2's (1/uv)||A||_1), full-resolution heatmap = Algorithm 1's upsampling of A."""
+    (eq. 2's (1/uv)||A||_1), full-resolution heatmap = Algorithm 1's upsampling of A. With ``loss_on='upsampled'``
+    eq. 2 is applied to the upsampled map; with outliers that carry masks, eq. 3's pixel loss is used."""
+
+    fully_convolutional = True
 
     def _forward_loss(self, x, y, masks=None):
         A = pseudo_huber(self.net_(x))

@@ -68,6 +68,9 @@ def collect(root: str | Path) -> pd.DataFrame:
             "tables": rep.get("table") if isinstance(rep.get("table"), dict) else None,
             "deviations": "; ".join(p.get("deviations") or []),
             "report_metrics": ",".join(rep.get("metrics") or [rep.get("metric", "auc")]),
+            # reported.paper_metric: {our metric: the paper's metric name} when the paper's table has one number
+            # that we compute in more than one way (FCDD's Table 2: pixel AUC pooled and per image)
+            "paper_metrics": rep.get("paper_metric"),
             **{k: v for k, v in r["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
             "wall_seconds": r["env"].get("wall_seconds"), "path": str(path),
         })
@@ -105,11 +108,14 @@ def summarize(frame: pd.DataFrame, metric: str = "auc", tolerance: float = DEFAU
     means["class"] = "mean"
     out = pd.concat([per, means[per.columns]], ignore_index=True)
 
+    aliases = next((m for m in f.get("paper_metrics", []) if isinstance(m, dict)), {})
+    paper_metric = aliases.get(metric, metric)
+
     def paper_value(row):
         if not row["paper"] or not row["table"]:
             return np.nan
         try:
-            v = reported.value(row["paper"], row["table"], row["dataset"], row["method"], row["class"], metric)
+            v = reported.value(row["paper"], row["table"], row["dataset"], row["method"], row["class"], paper_metric)
         except FileNotFoundError:
             return np.nan
         return np.nan if v is None else v
