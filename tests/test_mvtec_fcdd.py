@@ -1,5 +1,6 @@
 """FCDD on MVTec-AD (paper 000, section 4.2, appendix C) and the watermark probe of section 4.3: confetti
 noise, the MVTec pipeline, the semi-supervised split and pixel loss, heatmap mass."""
+import dataclasses
 import math
 
 import numpy as np
@@ -30,11 +31,11 @@ def test_confetti_blob_count_sizes_and_angles_follow_the_reference():
     assert all(b.value == (-255.0,) * 3 for b in dark)
     # at least one blob of each kind in every image
     assert {b.image for b in colored} == set(range(400)) == {b.image for b in dark}
-    # blob count ~ Poisson(lambda), lambda = density x 240^2, plus one blob where there was none:
-    # mean lambda + P(0) = lambda + exp(-lambda)  (1.39 coloured, 1.19 dark)
+    # blob count ~ Poisson(lambda), lambda = density x 240^2, an empty field drawn again: conditioned on >= 1,
+    # mean lambda / (1 - exp(-lambda))  (1.61 coloured, 1.38 dark)
     for found, density in ((colored, 1.8e-5), (dark, 1.2e-5)):
         lam = density * 240 * 240
-        assert len(found) / 400 == pytest.approx(lam + math.exp(-lam), rel=0.1)
+        assert len(found) / 400 == pytest.approx(lam / (1 - math.exp(-lam)), rel=0.1)
     # one random colour per channel for coloured blobs
     values = np.array([b.value for b in colored])
     assert values.min() >= 0 and values.max() <= 255 and values.std() > 50
@@ -67,13 +68,16 @@ def test_confetti_refuses_float_images_and_bad_options():
         augment.confetti_noise(torch.zeros(1, 3, 16, 16, dtype=torch.uint8), colored_density=2.0)
 
 
-def test_gaussian_blur_matches_a_2d_convolution():
+def test_gaussian_blur_matches_a_2d_convolution_with_reflect_padding():
     x = torch.rand(2, 3, 30, 40)
     ax = torch.arange(25.0) - 12
     k = torch.exp(-ax ** 2 / 50)
     k = k / k.sum()
-    ref = torch.nn.functional.conv2d(x.reshape(-1, 1, 30, 40), (k[:, None] * k[None])[None, None], padding=12)
+    padded = torch.nn.functional.pad(x.reshape(-1, 1, 30, 40), (12, 12, 12, 12), mode="reflect")
+    ref = torch.nn.functional.conv2d(padded, (k[:, None] * k[None])[None, None])
     assert torch.allclose(augment.gaussian_blur(x, 25, 5.0), ref.reshape(x.shape), atol=1e-5)
+    # a constant field stays constant up to the border (nothing fades with reflect padding)
+    assert torch.allclose(augment.gaussian_blur(torch.ones(1, 1, 30, 40), 25, 5.0), torch.ones(1, 1, 30, 40))
 
 
 def test_confetti_outliers_replace_nominal_images_by_their_corrupted_selves():
@@ -122,6 +126,17 @@ def test_training_crop_moves_masks_with_their_images():
     assert tm.shape == (8, 1, 224, 224) and torch.equal(t[:, 0] > t[:, 0].mean(), tm[:, 0].bool())
 
 
+def test_mvtec_training_resizes_instead_of_cropping_for_some_images():
+    imgs = torch.zeros(64, 3, 240, 240, dtype=torch.uint8)
+    imgs[:, :, :8, :] = 255                                      # a bright band at the top edge
+    p = augment.Pipeline(name="t", size=224, crop_pad=0, resize_prob=0.5).fit(imgs)
+    x = p.train(imgs, gen())
+    top = x[:, 0, 0, :].mean(1) > x[:, 0].mean()
+    # resized images keep the band (row 0 bright); crops starting below row 8 lose it
+    whole = torch.rand(64, generator=gen()) < 0.5   # not the same stream; just check both kinds occur
+    assert 0 < int(top.sum()) < 64 and whole.any()
+
+
 def test_jitter_takes_one_strength_per_image():
     x = torch.full((200, 3, 8, 8), 0.5)
     strengths = torch.tensor([0.0, 0.4]).repeat(100)
@@ -161,30 +176,41 @@ def test_mvtec_defaults_are_section_4_2():
 
 
 def test_an_epoch_is_passes_times_the_training_set():
-    class Counting(fcdd.FCDD):
-        seen = 0
+    seen = []
 
+    class Counting(fcdd.FCDD):
         def _forward_loss(self, x, y, masks=None):
-            Counting.seen += len(x)
+            # pipeline 'none' only normalises: each image's constant value tells which one it is
+            seen.extend((x[:, 0, 0, 0] * self.pipeline_.scale[0] + self.pipeline_.shift[0]).tolist())
             return super()._forward_loss(x, y, masks)
 
-    x = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
-    Counting(net="fcdd_28", pipeline="fmnist", passes=3, batch_size=4, seed=0).fit(x, epochs=2)
-    assert Counting.seen == 2 * 3 * 5
+    x = (torch.arange(5, dtype=torch.uint8) * 40)[:, None, None, None].expand(5, 1, 28, 28).contiguous()
+    Counting(net="fcdd_28", pipeline="none", passes=3, batch_size=4, seed=0).fit(x, epochs=2)
+    values = sorted(round(v * 255) for v in seen)
+    assert values == sorted([40 * i for i in range(5)] * 6)      # every image 3 times per epoch, 2 epochs
 
 
-def test_loss_on_the_upsampled_map_uses_the_peak_one_gaussian():
-    det = fcdd.FCDD(net="fcdd_28", pipeline="fmnist", loss_on="upsampled", sigma=1.2, seed=0)
-    det.fit(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), epochs=0)
-    # exp(-d^2 / 2 sigma^2) without the 1 / (2 pi sigma^2): 1 at the centre, which for the even receptive
-    # field 16 falls between pixels
-    rf = nets.receptive_field(det.net_, 28)[0]
-    assert torch.allclose(det.train_upsampler_.kernel[0, 0], fcdd.gaussian_kernel(rf, 1.2, normalize=False))
-    assert det.train_upsampler_.kernel.max() == pytest.approx(math.exp(-0.5 / (2 * 1.2 ** 2)))
-    A = torch.ones(2, 1, 7, 7)
-    up = det.train_upsampler_(A)
-    assert up.shape == (2, 1, 28, 28)
-    assert fcdd.fcdd_loss(up, torch.zeros(2)) == pytest.approx(float(up.mean()))
+def test_official_kernel_halves_even_sizes():
+    odd = fcdd.official_kernel(5, 1.0)
+    assert odd[2, 2] == 1 and odd[0, 2] == pytest.approx(math.exp(-2))
+    even = fcdd.official_kernel(4, 1.0)
+    g = torch.tensor([math.exp(-0.5), 1, 1, math.exp(-0.5)]) / 2     # 3 taps, centre repeated, halved
+    assert torch.allclose(even, torch.outer(g, g))
+    assert fcdd.official_kernel(52, 12.0).sum() == pytest.approx(226.06, abs=0.01)
+
+
+def test_loss_on_the_upsampled_map_goes_through_the_authors_kernel():
+    det = fcdd.FCDD(net="fcdd_224", pipeline="mvtec", loss_on="upsampled", sigma=12.0, seed=0)
+    det.fit(torch.zeros(2, 3, 240, 240, dtype=torch.uint8), epochs=0)
+    assert torch.equal(det.train_upsampler_.kernel[0, 0], fcdd.official_kernel(52, 12.0))
+    x = torch.randn(2, 3, 224, 224)
+    A = fcdd.pseudo_huber(det.net_(x))
+    expected = fcdd.fcdd_loss(det.train_upsampler_(A), torch.tensor([0, 1]))
+    with torch.no_grad():
+        assert float(det._forward_loss(x, torch.tensor([0, 1]))) == pytest.approx(float(expected), rel=1e-5)
+        det.loss_on = "native"
+        assert float(det._forward_loss(x, torch.tensor([0, 1]))) == pytest.approx(
+            float(fcdd.fcdd_loss(A, torch.tensor([0, 1]))), rel=1e-5)
     with pytest.raises(ValueError, match="loss_on"):
         fcdd.FCDD(net="fcdd_28", loss_on="both")
 
@@ -248,6 +274,51 @@ def test_heatmap_mass_fraction_known_values():
     assert np.isnan(metrics.heatmap_mass_fraction(np.zeros((1, 4, 4)), region)[0])
     with pytest.raises(ValueError, match="non-negative"):
         metrics.heatmap_mass_fraction(-maps, region)
+
+
+def test_pixel_auc_equals_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    maps = rng.integers(0, 6, size=(4, 9, 9)).astype(np.float32)
+    masks = rng.random((4, 9, 9)) < 0.3
+    assert metrics.pixel_auc_pooled(maps, masks) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()))
+    assert metrics.pixel_auc_per_image(maps, masks) == pytest.approx(
+        np.mean([roc_auc_score(g.ravel(), m.ravel()) for m, g in zip(maps, masks)]))
+
+
+def test_masks_are_read_at_their_stored_resolution_without_decoding_images(widget):
+    test = data.load_mvtec("widget", "test", root=widget, size=240, channels=3)
+    native = data.load_mvtec_masks(test)
+    assert native.shape == (len(test), 60, 60) and native.dtype == np.uint8
+    assert (native[test.anomaly.numpy() == 0] == 0).all()
+    assert native[test.anomaly.numpy() == 1].sum(axis=(1, 2)).min() > 0
+    resized = data.load_mvtec_masks(test, 240)
+    assert np.array_equal(resized, test.masks[:, 0].numpy())
+    subset = test.subset([0, len(test) - 1])
+    assert np.array_equal(data.load_mvtec_masks(subset), native[[0, -1]])
+    bottle = data.load_mvtec_folder(widget / "mvtec_anomaly_detection" / "widget", "train")
+    with pytest.raises(ValueError, match="ground-truth"):
+        data.load_mvtec_masks(dataclasses.replace(bottle, meta={"masks_missing": "no ground_truth folder"}))
+
+
+def test_swapped_labels_and_heatmap_mass_find_a_watermark():
+    """A known answer: the described class's training images all carry a corner watermark and the other class
+    never does; with swapped labels the heatmap must mark the watermark and the score must rise with it."""
+    g = gen(1)
+    clean = torch.randint(0, 120, (300, 1, 28, 28), generator=g, dtype=torch.uint8)
+    marked = augment.paste_watermark(clean[:150], 0.5, opacity=1.0)
+    det = fcdd.FCDD(net="fcdd_28", pipeline="none", outliers=augment.Outliers(clean[150:]), swap_labels=True,
+                    optimizer="adam", lr=1e-3, schedule="none", batch_size=32, seed=0)
+    det.fit(marked, epochs=20, progress=False)
+    test_clean = torch.randint(0, 120, (40, 1, 28, 28), generator=g, dtype=torch.uint8)
+    with_mark = det.score(augment.paste_watermark(test_clean, 0.5, opacity=1.0))
+    without = det.score(test_clean)
+    rows, cols = augment.watermark_box(28, 0.5)
+    region = np.zeros((28, 28), bool)
+    region[rows, cols] = True
+    assert metrics.auc(np.r_[without.scores, with_mark.scores], np.r_[np.zeros(40), np.ones(40)]) > 0.9
+    assert np.mean(metrics.heatmap_mass_fraction(with_mark.maps, region)) > 2 * region.mean()
 
 
 def test_resize_maps_keeps_constant_maps_constant():

@@ -43,6 +43,7 @@ def test_semi_supervised_moves_one_anomaly_per_defect(root, tmp_path):
     (run,) = run_smoke("params/fcdd/mvtec_semi.yaml", tmp_path, data_root=root)
     m = run["metrics"]
     assert m["labelled_anomalies"] == 2 and 0 <= m["pixel_auc_pooled"] <= 1
+    assert m["sigma"] == 10.0      # no confetti: appendix A's default for the receptive field 52, not 12
     import pandas as pd
     scores = pd.read_parquet(run["path"] / "scores.parquet")
     assert len(scores) == 4 + 8 - 2 and int(scores["anomaly"].sum()) == 6

@@ -141,19 +141,25 @@ def black_out(x: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def _blur_matrix(n: int, size: int, sigma: float) -> torch.Tensor:
-    """(n, n) matrix of a normalised ``size``-tap Gaussian with zero padding: a 1-D 'same' convolution."""
-    ax = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    """(n, n) matrix M of a normalised ``size``-tap Gaussian with reflect padding ('dcb|abcd|cba', as
+    torch's and kornia's 'reflect'): (M @ v)[i] = sum_t k[t] v[reflect(i + t - size // 2)]."""
+    ax = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     k = torch.exp(-ax ** 2 / (2 * sigma ** 2))
     k = k / k.sum()
-    offset = torch.arange(n)[None, :] - torch.arange(n)[:, None] + size // 2     # column - row + centre
-    inside = (offset >= 0) & (offset < size)
-    return torch.where(inside, k[offset.clamp(0, size - 1)], torch.zeros(()))
+    rows = torch.arange(n)[:, None].expand(n, size)
+    cols = rows + torch.arange(size)[None, :] - size // 2
+    period = 2 * (n - 1) if n > 1 else 1
+    cols = cols.remainder(period)
+    cols = torch.where(cols >= n, period - cols, cols)
+    m = torch.zeros(n, n, dtype=torch.float64)
+    m.index_put_((rows.reshape(-1), cols.reshape(-1)), k.repeat(n), accumulate=True)
+    return m.float()
 
 
 def gaussian_blur(x: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
-    """Same-size Gaussian blur of a float batch (N, C, H, W) with a normalised ``size``-tap kernel and zero
-    padding (values near the border fade, as a blurred noise field should). Separable, as two matrix products:
-    on a CPU about ten times faster than a depthwise convolution with a 25-tap kernel."""
+    """Same-size Gaussian blur of a float batch (N, C, H, W) with a normalised ``size``-tap kernel and reflect
+    padding (the border mode of kornia's gaussian_blur2d, which the authors' code uses). Separable, as two matrix
+    products: on a CPU about five times faster than a depthwise convolution with a 25x25 kernel."""
     _check(x)
     h, w = x.shape[-2:]
     return _blur_matrix(h, size, sigma) @ x.float() @ _blur_matrix(w, size, sigma).T
@@ -175,12 +181,13 @@ class Blob:
 def _blob_fields(n, c, h, w, density, sides, rotation, ensure_blob, dark, gen):
     """One field of square blobs: every pixel is a blob centre with probability ``density``."""
     centres = torch.rand(n, h, w, generator=gen) < density
-    if ensure_blob:
-        empty = ~centres.flatten(1).any(1)
-        k = int(empty.sum())
-        if k:
-            pick = torch.randint(0, h * w, (k,), generator=gen)
-            centres.view(n, -1)[empty.nonzero()[:, 0], pick] = True
+    if ensure_blob and density > 0:
+        # images without a blob draw their field again (as the authors' code), until every one has one
+        while True:
+            empty = (~centres.flatten(1).any(1)).nonzero()[:, 0]
+            if not len(empty):
+                break
+            centres[empty] = torch.rand(len(empty), h, w, generator=gen) < density
     idx = centres.nonzero()                       # (B, 3): image, row, col
     b = len(idx)
     side = torch.randint(sides[0], sides[1] + 1, (b,), generator=gen)
@@ -215,12 +222,13 @@ def confetti_noise(images: torch.Tensor, gen: torch.Generator | None = None, *, 
     """FCDD's synthetic anomalies for MVTec-AD (section 4.2, figure 7): 'confetti' of square blobs.
 
     Two fields of blobs are drawn per image. In each, every pixel is a blob centre with probability ``density``
-    (so a 240x240 image gets 1.04 coloured and 0.69 dark blobs on average); a blob is a square with a side drawn
+    (a 240x240 image: Poisson with mean 1.04 coloured and 0.69 dark blobs); a blob is a square with a side drawn
     uniformly from ``sides`` (inclusive), rotated by an angle uniform in [-rotation, rotation] degrees.
-    Coloured blobs add one random value in [0, 255] per channel, dark blobs subtract 255. With ``ensure_blob``
-    each field gets at least one blob per image. The sum of the two fields is blurred with a Gaussian
-    (``blur_size`` taps, ``blur_sigma``), added to the image and clamped to [0, 255]. Apply it to the 240px image,
-    before the random crop (the reference implementation's order).
+    Coloured blobs add one random value in [0, 255] per channel (the authors' 255 + U[-256, 0)), dark blobs
+    subtract 255. With ``ensure_blob`` an image whose field came out empty draws it again, so each field has at
+    least one blob (mean 1.61 coloured, 1.38 dark at 240 px). The sum of the two fields is blurred with a Gaussian
+    (``blur_size`` taps, ``blur_sigma``, reflect padding), added to the image and clamped to [0, 255]. Apply it to
+    the 240px image, before the random crop (the reference implementation's order).
 
     ``images``: uint8 (N, C, H, W). Returns uint8 images of the same shape; with ``return_blobs`` also the
     list of :class:`Blob` drawn. The same generator state gives the same confetti.
@@ -391,6 +399,16 @@ def mix_outliers(nominal: torch.Tensor, outliers: Outliers | None, p: float = 0.
     return nominal, labels, masks
 
 
+def _resize(x: torch.Tensor, size: int, image_channels: int | None = None) -> torch.Tensor:
+    """Resize a float batch to size x size: the first ``image_channels`` channels bilinearly (antialiased), the
+    rest (stacked masks) with nearest neighbour; ``None``: all channels are image channels."""
+    c = x.shape[1] if image_channels is None else image_channels
+    out = F.interpolate(x[:, :c], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    if c < x.shape[1]:
+        out = torch.cat([out, F.interpolate(x[:, c:], size=(size, size), mode="nearest")], 1)
+    return out
+
+
 @dataclass
 class Pipeline:
     """A pre-processing pipeline: training augmentation and the test transform, both ending in normalisation,
@@ -401,6 +419,7 @@ class Pipeline:
     name: str = "none"
     size: int | None = None           # network input size; None: the images' size
     crop_pad: int | None = None       # random crop to `size` after zero-padding (None: no random crop)
+    resize_prob: float = 0.0          # chance per image of a resize to `size` instead of the crop (MVTec: 0.5)
     flip: bool = False
     jitter: float = 0.0
     jitter_choices: tuple = ()        # per image, one of these jitter strengths at random (MVTec: 0.04, 0.0005)
@@ -448,9 +467,9 @@ class Pipeline:
         if not self.size or x.shape[-1] == self.size:
             return x if masks is None else (x, masks)
         if self.test_resize:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+            x = _resize(x, self.size)
             if masks is not None:
-                masks = F.interpolate(masks.float(), size=(self.size, self.size), mode="nearest").to(masks.dtype)
+                masks = _resize(masks.float(), self.size, 0).to(masks.dtype)
         else:
             x = center_crop(x, self.size)
             masks = None if masks is None else center_crop(masks, self.size)
@@ -471,7 +490,12 @@ class Pipeline:
         if masks is not None:
             x = torch.cat([x, masks.to(x.dtype)], 1)
         if self.crop_pad is not None:
-            x = random_crop(x, size, self.crop_pad, gen)
+            cropped = random_crop(x, size, self.crop_pad, gen)
+            if self.resize_prob > 0 and x.shape[-1] != size:
+                whole = torch.rand(n, generator=gen) < self.resize_prob
+                if whole.any():
+                    cropped[whole] = _resize(x[whole], size, c)
+            x = cropped
         elif x.shape[-1] != size:
             x = center_crop(x, size)
         if self.flip:
@@ -500,7 +524,8 @@ def pipeline(name: str, background: str = "none", size: int | None = None) -> Pi
     """Appendix C's pipelines: ``fmnist`` (crop 28 after padding 2, flip), ``cifar10`` (jitter 0.01, crop 32
     after padding 4, flip, noise 0.001), ``imagenet`` (images resized to 256: jitter, random crop 224, flip,
     noise; test: centre crop 224), ``voc`` (224 squares: as cifar10 without crop), ``mvtec`` (images resized to
-    240: random crop 224, jitter 0.04 or 0.0005 at random, a 50% chance of Gaussian noise with a tenth of the
+    240: random crop 224 or, for half of the images, a resize to 224 (the authors' code), jitter 0.04 or 0.0005 at
+    random, a 50% chance of Gaussian noise with a tenth of the
     image's standard deviation, contrast normalisation and per-class min-max; test: resized to 224), ``none``."""
     if background not in BACKGROUNDS:
         raise ValueError(f"unknown background mode {background!r}; choose one of {BACKGROUNDS}")
@@ -510,7 +535,7 @@ def pipeline(name: str, background: str = "none", size: int | None = None) -> Pi
         "cifar10": dict(size=32, crop_pad=4, flip=True, jitter=0.01, noise=0.001),
         "imagenet": dict(size=224, crop_pad=0, flip=True, jitter=0.01, noise=0.001),
         "voc": dict(size=224, flip=True, jitter=0.01, noise=0.001),
-        "mvtec": dict(size=224, crop_pad=0, jitter_choices=(0.04, 0.0005), noise=0.1, noise_prob=0.5,
+        "mvtec": dict(size=224, crop_pad=0, resize_prob=0.5, jitter_choices=(0.04, 0.0005), noise=0.1, noise_prob=0.5,
                       noise_relative=True, test_resize=True, lcn=True),
     }
     if name not in presets:

@@ -64,6 +64,20 @@ def pixel_loss(A: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------- upsampling (Alg. 1)
 
+def official_kernel(size: int, sigma: float) -> torch.Tensor:
+    """The authors' upsampling kernel: the outer product of an unnormalised 1-D Gaussian (peak 1). For an even
+    ``size`` they sample ``size - 1`` taps, repeat the centre tap and halve the result (the 2-D peak is 0.25), so
+    that two equal centre taps do not fall off the peak. It sets the scale of the maps their training loss sees."""
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    n = size - 1 if size % 2 == 0 else size
+    ax = torch.arange(n, dtype=torch.float64) - (n - 1) / 2
+    g = torch.exp(-ax ** 2 / (2 * sigma ** 2))
+    if size % 2 == 0:
+        g = torch.cat([g[:n // 2 + 1], g[n // 2:]]) / 2
+    return torch.outer(g, g).float()
+
+
 def gaussian_kernel(size: int, sigma: float, normalize: bool = True) -> torch.Tensor:
     """A size x size Gaussian centred at ((size-1)/2, (size-1)/2), G_2 of Algorithm 1 (sums to ~1 when
     ``normalize``; the authors' code uses peak 1 instead, which only rescales the maps)."""
@@ -81,11 +95,13 @@ class ReceptiveUpsampler:
     at the centre c of its receptive field. Kernel size = receptive field, stride = cumulative stride, both
     read from the network's layers (:func:`oneclass.nets.geometry`); sigma defaults to appendix A's."""
 
-    def __init__(self, net: torch.nn.Module, input_size: int, sigma: float | None = None, normalize: bool = True):
+    def __init__(self, net: torch.nn.Module, input_size: int, sigma: float | None = None, normalize: bool = True,
+                 official: bool = False):
         self.geometry = g = nets.geometry(net, input_size)
         self.input_size = int(input_size)
         self.sigma = float(sigma) if sigma is not None else nets.paper_sigma(g.rf)
-        self.kernel = gaussian_kernel(g.rf, self.sigma, normalize)[None, None]
+        kernel = official_kernel(g.rf, self.sigma) if official else gaussian_kernel(g.rf, self.sigma, normalize)
+        self.kernel = kernel[None, None]
         # the kernel's centre for output pixel 0 lands at (rf-1)/2; the receptive field's centre is at g.start
         self.shift = int(round((g.rf - 1) / 2 - g.start))
 
@@ -283,9 +299,9 @@ class _Method:
         sched = training.schedule(opt, self.schedule, self.gamma, self.milestones)
         pixel_masks = self.outliers is not None and self.outliers.masks is not None
         if self.fully_convolutional and (self.loss_on == "upsampled" or pixel_masks):
-            # the authors' training upsampler: the same Gaussian with peak 1 (not normalised), which sets the
+            # the authors' training upsampler (official_kernel: unnormalised, halved for even sizes): it sets the
             # scale of the full-resolution maps that the loss sees
-            self.train_upsampler_ = ReceptiveUpsampler(self.net_, size, self.sigma, normalize=False)
+            self.train_upsampler_ = ReceptiveUpsampler(self.net_, size, self.sigma, official=True)
         micro = self.batch_size // self.accumulate
         bar = training.progress(range(epochs), progress, desc=type(self).__name__, unit="epoch")
         self.net_.train()

@@ -16,13 +16,13 @@ from .core import (CorruptImageError, DatasetInfo, DatasetMissingError, ImageSet
                    class_slug, data_root, match_class, resize, to_channels)
 from .folders import decode_images, list_images
 from .idx import read_idx
-from .mvtec import load_mvtec, load_mvtec_folder, mvtec_categories, semi_supervised_split
+from .mvtec import load_mvtec, load_mvtec_folder, load_mvtec_masks, mvtec_categories, semi_supervised_split
 from .outliers import load_outliers
 
 __all__ = [
     "data_root", "DATASETS", "classes", "resolve_class", "class_slug", "load", "one_vs_rest", "load_outliers",
     "subsample",
-    "load_mvtec", "load_mvtec_folder", "mvtec_categories", "semi_supervised_split", "ImageSet", "Split", "DatasetInfo",
+    "load_mvtec", "load_mvtec_folder", "mvtec_categories", "semi_supervised_split", "load_mvtec_masks", "ImageSet", "Split", "DatasetInfo",
     "DatasetMissingError", "CorruptImageError", "UnknownClassError", "canonical", "match_class",
     "IMAGENET30_CLASSES", "resize", "to_channels", "read_idx", "list_images", "decode_images",
 ]

@@ -121,10 +121,11 @@ def _mask_path(folder: Path, gt: Path, image: Path, defect: str) -> Path:
 
 
 def _read_mask(path: Path, size_wh) -> np.ndarray:
+    """A mask as 0/1 uint8, resized with nearest neighbour to ``size_wh`` (None: as stored)."""
     try:
         with Image.open(path) as im:
             m = im.convert("L")
-        if m.size != tuple(size_wh):
+        if size_wh is not None and m.size != tuple(size_wh):
             m = m.resize(tuple(size_wh), Image.Resampling.NEAREST)
     except Exception as e:
         raise CorruptImageError.build(path, f"{type(e).__name__}: {e}") from e
@@ -152,3 +153,29 @@ def semi_supervised_split(test: ImageSet, per_defect: int = 1, seed: int = 0) ->
     chosen = torch.zeros(len(test), dtype=torch.bool)
     chosen[torch.cat(picked)] = True
     return test.subset(chosen), test.subset(~chosen)
+
+
+def load_mvtec_masks(images: ImageSet, size=None) -> np.ndarray:
+    """The ground-truth masks of an MVTec-AD test set (as loaded by :func:`load_mvtec`, possibly subsampled or
+    split), read from disk at ``size`` x ``size`` (nearest neighbour) or, with ``size=None``, at their stored
+    resolution: uint8 (N, H, W) of 0/1, zeros for good images. Only the mask files are read, never the images,
+    so full-resolution pixel AUCs cost no second decode of the test set."""
+    folder = Path(images.meta.get("folder", ""))
+    gt = folder / "ground_truth"
+    if images.paths is None or not gt.is_dir():
+        raise ValueError(f"no ground-truth masks for this set ({images.meta.get('masks_missing', 'no ground_truth folder')})")
+    size = check_size(size)
+    wh = None if size is None else (size, size)
+    masks = [None] * len(images)
+    for i, (p, label) in enumerate(zip(images.paths, images.labels.tolist())):
+        if label != 0:
+            masks[i] = _read_mask(_mask_path(folder, gt, Path(p), images.classes[label]), wh)
+    shapes = {m.shape for m in masks if m is not None}
+    if len(shapes) > 1:
+        raise ValueError(f"the masks of {folder.name!r} have different sizes {sorted(shapes)}: pass size= to read "
+                         "them all at one resolution")
+    if not shapes:   # only good images: their stored size
+        with Image.open(images.paths[0]) as im:
+            shapes = {(im.size[1], im.size[0]) if size is None else (size, size)}
+    (shape,) = shapes
+    return np.stack([np.zeros(shape, np.uint8) if m is None else m for m in masks])
