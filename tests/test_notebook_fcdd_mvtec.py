@@ -33,6 +33,7 @@ def test_unsupervised_fcdd_hsc_ae(root, tmp_path):
     from oneclass import params, tables as tables_mod
     tables = tables_mod.build_experiment(params.load("params/fcdd/mvtec.yaml"), "smoke", tmp_path / "outputs")
     assert (tables / "pixel_auc_pooled.csv").exists() and (tables / "auc.csv").exists()
+    assert (tables / "methods_bottle.png").exists()          # figure 16: a heatmap row per method + ground truth
     import pandas as pd
     t = pd.read_csv(tables / "pixel_auc_pooled.csv")
     fcdd_row = t[(t["method"] == "FCDD") & (t["class"] == "bottle")]

@@ -226,4 +226,12 @@ def build_experiment(exp, preset: str, outputs: str | Path | None = None) -> Pat
     frame.to_csv(folder / "runs.csv", index=False)
     first_seed = frame.sort_values("seed").drop_duplicates(["experiment", "class"])
     gallery.experiment_figure([Path(p) for p in first_seed["path"]], path=folder / "gallery.png")
+    # FCDD figures 6 / 16: when the runs compare methods, one figure per class with a heatmap row per method
+    for cls, runs_of_class in first_seed.groupby("class", sort=True):
+        by_method = {m: Path(p) for m, p in zip(runs_of_class["method"], runs_of_class["path"]) if m}
+        if len(by_method) > 1:
+            try:
+                gallery.methods_figure(by_method, path=folder / f"methods_{cls}.png")
+            except ValueError:   # no shared gallery images (different test sets): nothing to compare
+                pass
     return folder
