@@ -83,7 +83,10 @@ class _KnownParameters(logging.Filter):
         return "Passed unknown parameter" not in message and "Unable to parse line" not in message
 
 
-logging.getLogger("papermill").addFilter(_KnownParameters())   # once per process, not once per run
+# once per process, not once per run; a logger's filters do not apply to its children's records, so the
+# translators' logger (which reports the unparsable lines) needs its own
+for _name in ("papermill", "papermill.translators"):
+    logging.getLogger(_name).addFilter(_KnownParameters())
 
 
 def _execute_notebook(spec: P.RunSpec, tmp: Path, threads: int | None) -> None:
