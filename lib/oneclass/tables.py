@@ -66,7 +66,7 @@ def collect(root: str | Path) -> pd.DataFrame:
             # reported.table is one table, or {metric: table} when a paper splits metrics over tables
             "table": rep.get("table") if not isinstance(rep.get("table"), dict) else None,
             "tables": rep.get("table") if isinstance(rep.get("table"), dict) else None,
-            "deviations": "; ".join(p.get("deviations") or []),
+            "deviations": "\n".join(p.get("deviations") or []),   # one per line: a deviation may contain "; "
             "report_metrics": ",".join(rep.get("metrics") or [rep.get("metric", "auc")]),
             # reported.paper_metric: {our metric: the paper's metric name} when the paper's table has one number
             # that we compute in more than one way (FCDD's Table 2: pixel AUC pooled and per image)
@@ -163,7 +163,7 @@ def by_paper_table(frame: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) ->
 def deviations(frame: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     """The deviations from the paper recorded by the runs behind a summary."""
     rows = frame[frame["experiment"].isin(set(summary["experiment"]))]
-    return sorted({d for ds in rows["deviations"] for d in ds.split("; ") if d})
+    return sorted({d for ds in rows["deviations"] for d in ds.split("\n") if d})
 
 
 def to_markdown(summary: pd.DataFrame, deviations: list[str] | None = None) -> str:
