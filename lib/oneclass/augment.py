@@ -159,7 +159,8 @@ def _blur_matrix(n: int, size: int, sigma: float) -> torch.Tensor:
 def gaussian_blur(x: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
     """Same-size Gaussian blur of a float batch (N, C, H, W) with a normalised ``size``-tap kernel and reflect
     padding (the border mode of kornia's gaussian_blur2d, which the authors' code uses). Separable, as two matrix
-    products: on a CPU about five times faster than a depthwise convolution with a 25x25 kernel."""
+    products: 14x faster than the same blur as a 25x25 convolution on one CPU thread
+    (benchmarks/fcdd_mvtec_throughput.py)."""
     _check(x)
     h, w = x.shape[-2:]
     return _blur_matrix(h, size, sigma) @ x.float() @ _blur_matrix(w, size, sigma).T
