@@ -157,3 +157,22 @@ def test_summary_uses_the_table_of_each_metric_and_the_papers_number():
     both = tables.by_paper_table(frame)
     assert set(both) == {("geom", "Table 1", "auc"), ("geom", "Table 2", "aupr_in")}
     assert tables.deviations(frame, auc) == ["budget"]
+
+
+def test_table_names_the_vary_axis_and_maps_our_metric_to_the_papers():
+    from oneclass import tables
+
+    def row(exp, method, value, cls="bottle"):
+        return {"experiment": exp, "dataset": "mvtec", "class": cls, "seed": 0, "method": method, "paper": "fcdd",
+                "table": "Table 2", "tables": None, "paper_metrics": {"pixel_auc_pooled": "pixel_auc"},
+                "deviations": "a; b\nc", "report_metrics": "pixel_auc_pooled", "pixel_auc_pooled": value,
+                "wall_seconds": 1.0, "path": f"/x/{exp}"}
+
+    frame = __import__("pandas").DataFrame([row("x.fraction=0.0", "FCDD", 0.9), row("x.fraction=0.5", "FCDD", 0.5)])
+    summary = tables.summarize(frame, "pixel_auc_pooled")
+    assert summary["paper_value"].iloc[0] == pytest.approx(0.80)     # Table 2, unsupervised FCDD, bottle
+    md = tables.to_markdown(summary, tables.deviations(frame, summary))
+    assert "fraction=0.0" in md and "fraction=0.5" in md and md.splitlines()[0].startswith("| variant")
+    assert "- a; b" in md and "- c" in md                             # deviations are kept whole
+    one = tables.to_markdown(tables.summarize(frame.iloc[:1], "pixel_auc_pooled"))
+    assert "variant" not in one

@@ -168,7 +168,14 @@ def deviations(frame: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
 
 def to_markdown(summary: pd.DataFrame, deviations: list[str] | None = None) -> str:
     cols = ["method", "class", "mean", "std", "runs", "classes", "paper_value", "diff", "flag", "seconds"]
-    body = summary[cols].to_markdown(index=False, floatfmt=".3f")
+    table = summary.copy()
+    # a params file's `vary` axis lives in the experiment name ('fcdd_watermark.watermark_fraction=0.2'); show it
+    # when it is not already told apart by the method column
+    variant = table["experiment"].astype(str).str.partition(".")[2] if "experiment" in table else None
+    if variant is not None and (variant.groupby(table["method"]).nunique() > 1).any():
+        table.insert(0, "variant", variant)
+        cols = ["variant"] + cols
+    body = table[cols].to_markdown(index=False, floatfmt=".3f")
     notes = "".join(f"\n- {d}" for d in (deviations or []))
     return body + ("\n\nDeviations from the paper:" + notes if notes else "") + "\n"
 
