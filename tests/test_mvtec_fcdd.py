@@ -26,8 +26,8 @@ def test_confetti_blob_count_sizes_and_angles_follow_the_reference():
     angles = np.array([b.angle for b in blobs])
     assert sides.min() >= 8 and sides.max() <= 54 and sides.max() - sides.min() > 30
     assert np.abs(angles).max() <= 45 and angles.min() < -30 and angles.max() > 30
-    colored = [b for b in blobs if b.value[0] >= 0]
-    dark = [b for b in blobs if b.value[0] < 0]
+    colored = [b for b in blobs if b.kind == "colored"]
+    dark = [b for b in blobs if b.kind == "dark"]
     assert all(b.value == (-255.0,) * 3 for b in dark)
     # at least one blob of each kind in every image
     assert {b.image for b in colored} == set(range(400)) == {b.image for b in dark}
@@ -36,10 +36,12 @@ def test_confetti_blob_count_sizes_and_angles_follow_the_reference():
     for found, density in ((colored, 1.8e-5), (dark, 1.2e-5)):
         lam = density * 240 * 240
         assert len(found) / 400 == pytest.approx(lam / (1 - math.exp(-lam)), rel=0.1)
-    # one random colour per channel for coloured blobs
+    # one random shade per channel for coloured blobs, in the authors' range [-256, -1]
     values = np.array([b.value for b in colored])
-    assert values.min() >= 0 and values.max() <= 255 and values.std() > 50
+    assert values.min() >= -256 and values.max() <= -1 and values.std() > 50
     assert (values[:, 0] != values[:, 1]).mean() > 0.9
+    # added to a mid-grey image, the noise only darkens
+    assert (out.int() <= 128).all() and (out.int() < 128).any()
 
 
 def test_confetti_changes_pixels_only_around_its_blobs_and_is_seeded():
@@ -57,6 +59,14 @@ def test_confetti_changes_pixels_only_around_its_blobs_and_is_seeded():
             near |= ((rows - b.row) ** 2 + (cols - b.col) ** 2).float().sqrt() <= reach
         changed = (out[i] != images[i]).any(0)
         assert changed.any() and not (changed & ~near).any()
+
+
+def test_confetti_on_a_black_image_is_inverted_into_bright_blobs():
+    black = torch.zeros(3, 3, 120, 120, dtype=torch.uint8)
+    out = augment.confetti_noise(black, gen(2))
+    assert (out.flatten(1).float().mean(1) > 0.5).all()        # the darkening noise could not change them
+    grey = torch.full((3, 3, 120, 120), 128, dtype=torch.uint8)
+    assert (augment.confetti_noise(grey, gen(2)).int() <= 128).all()
 
 
 def test_confetti_refuses_float_images_and_bad_options():

@@ -168,8 +168,8 @@ def gaussian_blur(x: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Blob:
-    """One confetti blob: image index, centre (row, column), side in pixels, rotation in degrees, and the value
-    added to each channel before blurring (a colour in [0, 255], or -255 for a dark blob)."""
+    """One confetti blob: image index, centre (row, column), side in pixels, rotation in degrees, the value added
+    to each channel before blurring (coloured: one value in [-256, -1] per channel; dark: -255) and its kind."""
 
     image: int
     row: int
@@ -177,6 +177,7 @@ class Blob:
     side: int
     angle: float
     value: tuple
+    kind: str
 
 
 def _blob_fields(n, c, h, w, density, sides, rotation, ensure_blob, dark, gen):
@@ -195,8 +196,8 @@ def _blob_fields(n, c, h, w, density, sides, rotation, ensure_blob, dark, gen):
     angle = (torch.rand(b, generator=gen) * 2 - 1) * rotation
     if dark:
         value = torch.full((b, c), -255.0)
-    else:
-        value = torch.randint(0, 256, (b, c), generator=gen).float()
+    else:   # the authors' colorrange (-256, 0): a random shade per channel, so a tinted shadow
+        value = torch.randint(-256, 0, (b, c), generator=gen).float()
     field = torch.zeros(n, c, h, w)
     for j, (i, r, q) in enumerate(idx.tolist()):     # later blobs overwrite earlier ones
         # only the blob's bounding box (radius: half the diagonal) is evaluated, clipped to the image
@@ -211,7 +212,8 @@ def _blob_fields(n, c, h, w, density, sides, rotation, ensure_blob, dark, gen):
         inside = (u.abs() <= half) & (v.abs() <= half)
         patch = field[i, :, r0:r1, q0:q1]
         patch[:, inside] = value[j, :, None]
-    blobs = [Blob(int(i), int(r), int(q), int(s_), float(a), tuple(val.tolist()))
+    kind = "dark" if dark else "colored"
+    blobs = [Blob(int(i), int(r), int(q), int(s_), float(a), tuple(val.tolist()), kind)
              for (i, r, q), s_, a, val in zip(idx.tolist(), side, angle, value)]
     return field, blobs
 
@@ -219,17 +221,19 @@ def _blob_fields(n, c, h, w, density, sides, rotation, ensure_blob, dark, gen):
 def confetti_noise(images: torch.Tensor, gen: torch.Generator | None = None, *, colored_density: float = 1.8e-5,
                    dark_density: float = 1.2e-5, sides: tuple = (8, 54), rotation: float = 45.0,
                    blur_size: int = 25, blur_sigma: float = 5.0, ensure_blob: bool = True,
-                   return_blobs: bool = False):
+                   invert_threshold: float = 0.025, return_blobs: bool = False):
     """FCDD's synthetic anomalies for MVTec-AD (section 4.2, figure 7): 'confetti' of square blobs.
 
     Two fields of blobs are drawn per image. In each, every pixel is a blob centre with probability ``density``
     (a 240x240 image: Poisson with mean 1.04 coloured and 0.69 dark blobs); a blob is a square with a side drawn
     uniformly from ``sides`` (inclusive), rotated by an angle uniform in [-rotation, rotation] degrees.
-    Coloured blobs add one random value in [0, 255] per channel (the authors' 255 + U[-256, 0)), dark blobs
-    subtract 255. With ``ensure_blob`` an image whose field came out empty draws it again, so each field has at
-    least one blob (mean 1.61 coloured, 1.38 dark at 240 px). The sum of the two fields is blurred with a Gaussian
-    (``blur_size`` taps, ``blur_sigma``, reflect padding), added to the image and clamped to [0, 255]. Apply it to
-    the 240px image, before the random crop (the reference implementation's order).
+    Coloured blobs add one random value in [-256, -1] per channel (a tinted shadow: the authors' colour range
+    (-256, 0)), dark blobs subtract 255. With ``ensure_blob`` an image whose field came out empty draws it again,
+    so each field has at least one blob (mean 1.61 coloured, 1.38 dark at 240 px). The sum of the two fields is
+    blurred with a Gaussian (``blur_size`` taps, ``blur_sigma``, reflect padding), added to the image and clamped
+    to [0, 255]. As in the authors' code, an image that the noise would hardly change (mean change below
+    ``invert_threshold`` grey levels, e.g. a black image that cannot get darker) gets the negated noise when that
+    changes it more: bright blobs. Apply it to the 240px image, before the random crop (the authors' order).
 
     ``images``: uint8 (N, C, H, W). Returns uint8 images of the same shape; with ``return_blobs`` also the
     list of :class:`Blob` drawn. The same generator state gives the same confetti.
@@ -249,7 +253,12 @@ def confetti_noise(images: torch.Tensor, gen: torch.Generator | None = None, *, 
     field = colored + dark
     if blur_size and blur_sigma:
         field = gaussian_blur(field, blur_size, blur_sigma)
-    out = (images.float() + field).round_().clamp_(0, 255).to(torch.uint8)
+    base = images.float()
+    change = ((base + field).clamp(0, 255) - base).flatten(1).mean(1).abs()
+    inverted = ((base - field).clamp(0, 255) - base).flatten(1).mean(1).abs()
+    flip = (change < invert_threshold) & (inverted > change)
+    field = torch.where(flip[:, None, None, None], -field, field)
+    out = (base + field).round_().clamp_(0, 255).to(torch.uint8)
     return (out, b1 + b2) if return_blobs else out
 
 
