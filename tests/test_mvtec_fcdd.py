@@ -119,6 +119,12 @@ def test_mvtec_pipeline_min_max_and_test_resize():
     assert torch.allclose(t.amax(dim=(0, 2, 3)), torch.ones(3), atol=1e-5)
     tr = p.train(imgs, gen())
     assert tr.shape == (10, 3, 224, 224) and torch.isfinite(tr).all()
+    # test masks are resized with their images (nearest neighbour: still 0/1)
+    masks = torch.zeros(10, 1, 240, 240, dtype=torch.uint8)
+    masks[:, :, 120:, :] = 1
+    _, m = p.test(imgs, masks)
+    assert m.shape == (10, 1, 224, 224) and m.dtype == torch.uint8 and set(m.unique().tolist()) == {0, 1}
+    assert m[:, 0, :, 0].sum(1).eq(112).all()                    # the lower half stays the lower half
 
 
 def test_training_crop_moves_masks_with_their_images():

@@ -413,10 +413,12 @@ def _resize(x: torch.Tensor, size: int, image_channels: int | None = None) -> to
     """Resize a float batch to size x size: the first ``image_channels`` channels bilinearly (antialiased), the
     rest (stacked masks) with nearest neighbour; ``None``: all channels are image channels."""
     c = x.shape[1] if image_channels is None else image_channels
-    out = F.interpolate(x[:, :c], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    parts = []
+    if c:
+        parts.append(F.interpolate(x[:, :c], size=(size, size), mode="bilinear", antialias=True, align_corners=False))
     if c < x.shape[1]:
-        out = torch.cat([out, F.interpolate(x[:, c:], size=(size, size), mode="nearest")], 1)
-    return out
+        parts.append(F.interpolate(x[:, c:], size=(size, size), mode="nearest"))
+    return torch.cat(parts, 1)
 
 
 @dataclass
