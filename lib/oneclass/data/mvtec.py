@@ -95,9 +95,8 @@ def load_mvtec_folder(path, split: str = "train", size=None, channels=None, skip
         return dataclasses.replace(images, anomaly=anomaly, meta=meta)
     masks = torch.zeros((len(images), 1, *images.images.shape[2:]), dtype=torch.uint8)
     h, w = images.images.shape[2:]
-    for i, (p, label) in enumerate(zip(images.paths, images.labels.tolist())):
-        if label != 0:
-            masks[i, 0] = torch.from_numpy(_read_mask(_mask_path(folder, gt, Path(p), classes[label]), (w, h)))
+    for i, m in _defect_masks(folder, images, (w, h)).items():
+        masks[i, 0] = torch.from_numpy(m)
     return dataclasses.replace(images, anomaly=anomaly, masks=masks)
 
 
@@ -118,6 +117,14 @@ def _mask_path(folder: Path, gt: Path, image: Path, defect: str) -> Path:
     if not others:
         raise _missing(folder, [expected])
     return others[0]
+
+
+def _defect_masks(folder: Path, images: ImageSet, size_wh) -> dict[int, np.ndarray]:
+    """{index: 0/1 mask} for the defective images of a set loaded from ``folder``, read at ``size_wh``
+    (None: as stored)."""
+    gt = folder / "ground_truth"
+    return {i: _read_mask(_mask_path(folder, gt, Path(p), images.classes[label]), size_wh)
+            for i, (p, label) in enumerate(zip(images.paths, images.labels.tolist())) if label != 0}
 
 
 def _read_mask(path: Path, size_wh) -> np.ndarray:
@@ -165,12 +172,8 @@ def load_mvtec_masks(images: ImageSet, size=None) -> np.ndarray:
     if images.paths is None or not gt.is_dir():
         raise ValueError(f"no ground-truth masks for this set ({images.meta.get('masks_missing', 'no ground_truth folder')})")
     size = check_size(size)
-    wh = None if size is None else (size, size)
-    masks = [None] * len(images)
-    for i, (p, label) in enumerate(zip(images.paths, images.labels.tolist())):
-        if label != 0:
-            masks[i] = _read_mask(_mask_path(folder, gt, Path(p), images.classes[label]), wh)
-    shapes = {m.shape for m in masks if m is not None}
+    masks = _defect_masks(folder, images, None if size is None else (size, size))
+    shapes = {m.shape for m in masks.values()}
     if len(shapes) > 1:
         raise ValueError(f"the masks of {folder.name!r} have different sizes {sorted(shapes)}: pass size= to read "
                          "them all at one resolution")
@@ -178,4 +181,4 @@ def load_mvtec_masks(images: ImageSet, size=None) -> np.ndarray:
         with Image.open(images.paths[0]) as im:
             shapes = {(im.size[1], im.size[0]) if size is None else (size, size)}
     (shape,) = shapes
-    return np.stack([np.zeros(shape, np.uint8) if m is None else m for m in masks])
+    return np.stack([masks.get(i, np.zeros(shape, np.uint8)) for i in range(len(images))])
