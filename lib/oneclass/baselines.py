@@ -68,10 +68,6 @@ def _levels(size: int, base: int = 4) -> int:
     return int(levels)
 
 
-def _device(device):
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def _batched(fn, x: torch.Tensor, batch_size: int, device) -> torch.Tensor:
     return torch.cat([fn(x[s:s + batch_size].to(device)).detach().cpu() for s in range(0, len(x), batch_size)]) \
         if len(x) else torch.zeros(0)
@@ -277,7 +273,7 @@ class DeepSVDD:
         self.batch_size, self.milestones, self.ae_lr, self.ae_weight_decay = batch_size, milestones, ae_lr, \
             ae_weight_decay
         self.ae_milestones, self.preprocessing, self.eps, self.size = ae_milestones, preprocessing, eps, size
-        self.device = _device(device)
+        self.device = training.device(device)
         self.net = None
         self.c = None
         self.history: list[float] = []
@@ -432,7 +428,7 @@ class OCSVM:
         self.features, self.selection, self.nus, self.gammas = features, selection, tuple(nus), tuple(gammas)
         self.heldout_fraction, self.svm_limit, self.size = heldout_fraction, svm_limit, size
         self.cae_rep_dim, self.cae_lr, self.cae_batch_size = cae_rep_dim, cae_lr, cae_batch_size
-        self.device = _device(device)
+        self.device = training.device(device)
         self.svm = None
         self.encoder = None
         self.history: list[float] = []
@@ -534,7 +530,7 @@ class DSEBM(nn.Module):
                  size: int | None = None, device: str | None = None):
         super().__init__()
         self.rep_dim, self.noise, self.lr, self.batch_size, self.size = rep_dim, noise, lr, batch_size, size
-        self.device_ = _device(device)
+        self.device_ = training.device(device)
         self.encoder = None
         self.history: list[float] = []
 
@@ -622,7 +618,7 @@ class DAGMM(nn.Module):
         self.rep_dim, self.n_components, self.lambda_energy, self.lambda_diag = rep_dim, n_components, \
             lambda_energy, lambda_diag
         self.lr, self.batch_size, self.size = lr, batch_size, size
-        self.device_ = _device(device)
+        self.device_ = training.device(device)
         self.encoder = None
         self.history: list[float] = []
 
@@ -704,7 +700,7 @@ class ADGAN:
         self.batch_size, self.batches_per_epoch, self.n_seeds, self.steps = batch_size, batches_per_epoch, \
             n_seeds, steps
         self.z_lr, self.g_lr, self.chunk, self.size = z_lr, g_lr, chunk, size
-        self.device = _device(device)
+        self.device = training.device(device)
         self.generator = None
         self.history: list[float] = []
 

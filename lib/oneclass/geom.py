@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from scipy.special import digamma, polygamma
 
+from . import training
+
 EULER_GAMMA = -float(digamma(1.0))
 
 
@@ -243,7 +245,7 @@ class GEOM:
         self.lr, self.weight_decay, self.batch_size, self.eval_batch_size = lr, weight_decay, batch_size, \
             eval_batch_size
         self.score_kind, self.dirichlet_max_iter, self.dirichlet_tol = score, dirichlet_max_iter, dirichlet_tol
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = training.device(device)
         self.channels_last, self.precision = channels_last, precision
         self.net = None
         self.alpha = None
@@ -277,7 +279,6 @@ class GEOM:
         trains on that share of it. ``fit_limit``: fit the Dirichlets on at most this many training images
         (a budget cut; the paper uses all of them).
         """
-        from . import training
         from .wrn import WRN
 
         x = self._prepare(train)

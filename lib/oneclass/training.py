@@ -14,6 +14,11 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("none", "exponential", "multistep")
 
 
+def device(name: str | None = None) -> torch.device:
+    """The device to compute on: ``name`` when given, else CUDA when available, else the CPU."""
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def generator(seed: int | None) -> torch.Generator:
     """A CPU generator seeded with ``seed`` (or from torch's global RNG when None, which runs.start seeds)."""
     if seed is None:
