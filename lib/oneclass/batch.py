@@ -149,7 +149,7 @@ def execute(spec: P.RunSpec, outputs: str, redo: bool = False, threads: int | No
             return Result(spec.label, "failed", time.time() - start, str(failed),
                           (first[0] if first else type(err).__name__)[:300])
         seconds = time.time() - start
-        (tmp / "env.json").write_text(json.dumps(environment(seconds), indent=2))
+        (tmp / "env.json").write_text(json.dumps(environment(seconds, tmp), indent=2))
         (tmp / MANAGED_MARKER).unlink()
         shutil.rmtree(final.parent / f"{final.name}.failed", ignore_errors=True)
         old = None

@@ -181,3 +181,47 @@ def methods_figure(run_dirs: dict, group: str = "anomalous", n: int = 8, eta: fl
         fig.savefig(path, dpi=110)
         plt.close(fig)
     return fig
+
+
+def clever_hans_figure4(images, ground_truth, maps, scores=None, n: int = 8, title: str | None = None):
+    """Figure 4's layout: input, ground-truth explanation, model explanation max(0, R) (each map scaled to
+    its own maximum) for the ``n`` given images."""
+    def unit(a):
+        a = np.maximum(np.asarray(a, dtype=np.float64)[:n], 0)
+        top = a.reshape(len(a), -1).max(1).clip(min=1e-12)
+        return a / top[:, None, None]
+
+    return figure(np.asarray(images)[:n], {"ground truth": unit(ground_truth), "explanation": unit(maps)},
+                  None if scores is None else np.asarray(scores)[:n], cmap="hot", suptitle=title)
+
+
+def fcdd_run_maps(run_dir, index, size: int) -> np.ndarray:
+    """Heatmaps of test images ``index`` from a run folder's saved ``native`` maps, as the paper displays them:
+    FCDD's low-resolution maps upsampled with Algorithm 1, HSC's / AE's full-resolution maps blurred with
+    FCDD's Gaussian (sigma as the run used it)."""
+    import json
+
+    import torch
+    import yaml
+
+    run_dir = Path(run_dir)
+    network = json.loads((run_dir / "metrics.json").read_text()).get("network")
+    if network is None:
+        raise ValueError(f"{run_dir}/metrics.json names no network: it was not written by fcdd_one_vs_rest")
+    params = yaml.safe_load((run_dir / "params.yaml").read_text()) if (run_dir / "params.yaml").exists() else {}
+    sigma = (params.get("parameters") or {}).get("sigma")
+    with np.load(run_dir / "maps.npz") as z:
+        native = torch.as_tensor(z["native"][np.asarray(index)].astype(np.float32))
+    from .methods.fcdd import ReceptiveUpsampler, nets
+
+    up = ReceptiveUpsampler(nets.build(nets.partner(network)), size, sigma)
+    return (up(native) if network.startswith("fcdd") else up.blur(native)).numpy()
+
+
+def fcdd_sweep_figure(run_dirs: dict, images, index, eta: float = 0.93):
+    """Figure 6: one row of heatmaps per run (e.g. FCDD and HSC with 2, 8, 128, 2048 and all OE images) for
+    the same test images ``index``; each heatmap normalised on its own (appendix A, X = {X}), eta 0.93."""
+    images = np.asarray(getattr(images, "images", images))
+    rows = {label: normalize(fcdd_run_maps(path, index, images.shape[-1]), eta, "local")
+            for label, path in run_dirs.items()}
+    return figure(images[np.asarray(index)], rows)

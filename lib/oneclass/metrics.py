@@ -154,3 +154,30 @@ def explanation_accuracy(explanations, ground_truth) -> float:
 def clever_hans_score(auc_value: float, explanation_accuracy_value: float) -> float:
     """Clever Hans score = detection AUC - explanation accuracy (high: right for the wrong reasons)."""
     return float(auc_value) - float(explanation_accuracy_value)
+
+
+def explanation_metrics(scores, anomaly, maps, ground_truth) -> dict:
+    """AUC, explanation accuracy (over the anomalous images) and Clever Hans score = AUC - explanation accuracy.
+    ``maps`` are resized (bilinear) to the ground truth's resolution when they differ."""
+    anomaly = np.asarray(anomaly).astype(bool).reshape(-1)
+    maps, gt = np.asarray(maps, dtype=np.float64), np.asarray(ground_truth, dtype=np.float64)
+    if gt.ndim == 4:
+        gt = gt[:, 0]
+    if len(maps) != len(anomaly) or len(gt) != len(anomaly):
+        raise ValueError(f"{len(maps)} maps, {len(gt)} ground-truth maps and {len(anomaly)} labels: pass one of each "
+                         "per test image")
+    maps = _resize_like(maps, gt)
+    auc = auc(scores, anomaly)
+    acc = explanation_accuracy(maps[anomaly], gt[anomaly])
+    return {"auc": auc, "explanation_accuracy": acc, "clever_hans": clever_hans_score(auc, acc)}
+
+
+def _resize_like(maps, gt):
+    """``maps`` resized (bilinear) to the ground truth's resolution when they differ."""
+    if maps.shape[1:] == gt.shape[1:]:
+        return maps
+    import torch
+    import torch.nn.functional as F
+
+    return F.interpolate(torch.from_numpy(np.ascontiguousarray(maps))[:, None], size=gt.shape[1:], mode="bilinear",
+                         align_corners=False)[:, 0].numpy()

@@ -35,6 +35,7 @@ from typing import Any, Mapping
 import numpy as np
 
 MANAGED_MARKER = ".managed-by-batch"
+RUNTIME = "runtime.json"     # what the run's detector actually used: device, precision, threads
 PACKAGES = ("oneclass", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "scikit-image", "pandas",
             "papermill", "zennit")
 
@@ -107,8 +108,10 @@ def git_commit() -> str | None:
         return None
 
 
-def environment(wall_seconds: float | None = None) -> dict:
-    """What env.json records: code version, package versions, device and wall time."""
+def environment(wall_seconds: float | None = None, run_dir: str | os.PathLike | None = None) -> dict:
+    """What env.json records: code version, package versions, device and wall time. When the run saved a
+    model (:meth:`Run.save_model`), ``device``, ``precision`` and ``torch_threads`` are the ones its detector
+    actually used (``runtime.json``), not this process's defaults."""
     import torch
 
     versions = {}
@@ -127,7 +130,16 @@ def environment(wall_seconds: float | None = None) -> dict:
         "host": socket.gethostname(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_seconds": None if wall_seconds is None else round(float(wall_seconds), 3),
-    }
+    } | _runtime(run_dir)
+
+
+def _runtime(run_dir) -> dict:
+    f = Path(run_dir) / RUNTIME if run_dir is not None else None
+    if f is None or not f.is_file():
+        return {}
+    rt = json.loads(f.read_text())
+    return {"device": rt.get("device"), "precision": rt.get("precision"), "torch_threads": rt.get("torch_threads"),
+            "detector": rt.get("detector")}
 
 
 def _plain(value: Any) -> Any:
@@ -214,6 +226,14 @@ class Run:
             out[name] = arr
         np.savez_compressed(self.path / "maps.npz", **out)
 
+    def save_model(self, detector, name: str = "model.pt") -> Path:
+        """Write the fitted detector to ``model.pt`` (``Method.load(path)`` scores new images as this run did)
+        and record the device, precision and threads it used (env.json reports them)."""
+        path = detector.save(self.path / name)
+        runtime = detector.runtime() | {"detector": f"{type(detector).__module__}.{type(detector).__qualname__}"}
+        (self.path / RUNTIME).write_text(json.dumps(runtime, indent=2))
+        return path
+
     def finish(self) -> Path:
         """Close the run. Interactive runs are finalised here; batch runs are finalised by the runner."""
         if not (self.path / "metrics.json").exists():
@@ -221,7 +241,7 @@ class Run:
         if self.managed:
             return self.path
         write_yaml(self.path / "params.yaml", self.info)
-        (self.path / "env.json").write_text(json.dumps(environment(time.time() - self.started), indent=2))
+        (self.path / "env.json").write_text(json.dumps(environment(time.time() - self.started, self.path), indent=2))
         if self.final.exists():   # an interactive rerun replaces the previous interactive result
             shutil.rmtree(self.final)
         finalize(self.path, self.final)

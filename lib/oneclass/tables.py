@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import reported
+import json
+
+from . import metrics, reported
 from .runs import finished_runs, outputs_root, read_run
 
 DEFAULT_TOLERANCE = 0.03
@@ -242,3 +244,163 @@ def build_experiment(exp, preset: str, outputs: str | Path | None = None) -> Pat
             except ValueError:   # no shared gallery images (different test sets): nothing to compare
                 pass
     return folder
+
+
+# ---------------------------------------------------------------------- the Clever Hans paper (003)
+
+CH_MODELS = ("kde", "ae", "deep", "bag")
+CH_PAPER_NAMES = {"kde": "KDE", "ae": "Auto", "deep": "Deep", "bag": "Bag"}
+
+
+def run_explanation_metrics(run_dir, write: bool = False) -> dict:
+    """Explanation accuracy and Clever Hans score of a finished run folder that saved maps and ground truth.
+
+    Reads ``scores.parquet`` (score, anomaly) and ``maps.npz``: the explanation is ``native`` (or
+    ``explanations``), for every test image or for the gallery rows listed in ``index``; the ground truth is
+    ``ground_truth`` (continuous) or ``masks`` (0/1), for every test image or for the rows in ``index``. Only
+    rows that have both are used (the AUC is always over all test images). ``write`` merges the result into
+    metrics.json as ``explanation_accuracy`` / ``clever_hans`` (plus ``explained_images``)."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    frame = pd.read_parquet(run_dir / "scores.parquet")
+    if "anomaly" not in frame:
+        raise ValueError(f"{run_dir}/scores.parquet has no 'anomaly' column: save_scores(..., anomaly=...)")
+    if not (run_dir / "maps.npz").exists():
+        raise FileNotFoundError(f"{run_dir} has no maps.npz: the method saved no maps, so there is nothing to explain")
+    z = np.load(run_dir / "maps.npz")
+    n = len(frame)
+    index = z["index"].astype(int) if "index" in z else None
+    exp_key = next((k for k in ("explanations", "native") if k in z), None)
+    gt_key = next((k for k in ("ground_truth", "masks") if k in z), None)
+    if exp_key is None or gt_key is None:
+        raise ValueError(f"{run_dir}/maps.npz has keys {sorted(z.files)}: explanation metrics need an explanation "
+                         "map ('native' or 'explanations') and ground truth ('ground_truth' or 'masks'); a dataset "
+                         "without pixel ground truth (e.g. the MVTec bottle copy here) cannot have them")
+
+    def rows(arr):
+        if len(arr) == n:
+            return np.arange(n)
+        if index is not None and len(arr) == len(index):
+            return index
+        raise ValueError(f"{run_dir}: a map array has {len(arr)} rows, neither the {n} test images nor the "
+                         f"{0 if index is None else len(index)} gallery rows of 'index'")
+
+    ex, gt = z[exp_key].astype(np.float32), z[gt_key].astype(np.float32)
+    if ex.ndim == 4:
+        ex = ex.sum(1)
+    ex_rows, gt_rows = rows(ex), rows(gt)
+    common = np.intersect1d(ex_rows, gt_rows)
+    ex = ex[_positions(ex_rows, common)]
+    gt = gt[_positions(gt_rows, common)]
+    anomaly = frame["anomaly"].to_numpy().astype(bool)
+    auc = metrics.auc(frame["score"].to_numpy(), anomaly)
+    sel = anomaly[common]
+    if not sel.any():
+        raise ValueError(f"{run_dir}: no anomalous test image has both an explanation and ground truth")
+    acc = metrics.explanation_accuracy(metrics._resize_like(ex[sel], gt[sel]), gt[sel])
+    out = {"auc": auc, "explanation_accuracy": acc, "clever_hans": metrics.clever_hans_score(auc, acc),
+           "explained_images": int(anomaly[common].sum())}
+    if write:
+        m = json.loads((run_dir / "metrics.json").read_text())
+        m.update({k: out[k] for k in ("explanation_accuracy", "clever_hans", "explained_images")})
+        (run_dir / "metrics.json").write_text(json.dumps(m, indent=2))
+    return out
+
+
+def _positions(rows, wanted) -> np.ndarray:
+    where = {int(r): i for i, r in enumerate(rows)}
+    return np.array([where[int(r)] for r in wanted], dtype=np.int64)
+
+
+def clever_hans_runs(root) -> "pd.DataFrame":
+    """One row per finished run folder below ``root`` that has explanation maps and ground truth (any method:
+    Clever Hans models, FCDD, HSC, AE, ...): experiment, dataset, class, method, seed, AUC, explanation accuracy,
+    Clever Hans score. Runs without ground truth are listed with NaN explanation columns."""
+    import pandas as pd
+
+    rows = []
+    for path in finished_runs(root):
+        info = read_run(path)
+        p = info["params"]
+        par = p.get("parameters", {}) if isinstance(p.get("parameters"), dict) else {}
+        row = {"experiment": p.get("experiment", path.parents[2].name), "dataset": p.get("dataset"),
+               "class": str(p.get("normal_class", path.parent.name)), "seed": p.get("seed"),
+               "method": par.get("model") or par.get("method") or p.get("model") or p.get("method"),
+               "path": str(path)}
+        try:
+            row |= run_explanation_metrics(path)
+        except (FileNotFoundError, ValueError):
+            row |= {"auc": info["metrics"].get("auc"), "explanation_accuracy": np.nan, "clever_hans": np.nan}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["experiment", "dataset", "class", "method", "seed", "auc",
+                                       "explanation_accuracy", "clever_hans", "explained_images", "path"])
+
+
+# ----------------------------------------------------------------------- the Clever Hans paper's figures
+
+def clever_hans_figure2(frame, dataset: str = "mnist_c") -> "pd.DataFrame":
+    """Detection AUC (%) per class and model, mean over seeds, next to figure 2's numbers."""
+    import pandas as pd
+
+    f = frame[frame["dataset"] == dataset]
+    ours = f.groupby(["class", "method"])["auc"].mean().unstack("method") * 100
+    paper = reported.frame("cleverhans")
+    paper = paper[(paper["table"] == "Figure 2") & (paper["dataset"] == dataset)]
+    pap = paper.pivot_table(index="class", columns="method", values="value") * 100
+    cols = {}
+    for m in CH_MODELS:
+        if m in ours:
+            cols[(CH_PAPER_NAMES[m], "ours")] = ours[m]
+        if CH_PAPER_NAMES[m] in pap:
+            cols[(CH_PAPER_NAMES[m], "paper")] = pap[CH_PAPER_NAMES[m]]
+    return pd.DataFrame(cols).round(1)
+
+
+def clever_hans_top3(frame, dataset: str = "mnist_c", k: int = 3) -> "pd.DataFrame":
+    """The k classes with the highest Clever Hans score (%) per model (figure 3), ours next to the paper's."""
+    import pandas as pd
+
+    f = frame[(frame["dataset"] == dataset) & frame["clever_hans"].notna()]
+    ours = f.groupby(["method", "class"])["clever_hans"].mean() * 100
+    paper = reported.frame("cleverhans")
+    paper = paper[(paper["table"] == "Figure 3") & (paper["dataset"] == dataset)]
+    out = []
+    for m in CH_MODELS:
+        mine = ours.get(m, pd.Series(dtype=float)).sort_values(ascending=False).head(k) if m in ours.index.levels[0] \
+            else pd.Series(dtype=float)
+        theirs = paper[paper["method"] == CH_PAPER_NAMES[m]].sort_values("value", ascending=False).head(k)
+        for rank in range(k):
+            out.append({"model": CH_PAPER_NAMES[m], "rank": rank + 1,
+                        "ours": mine.index[rank] if rank < len(mine) else None,
+                        "ours_score": round(float(mine.iloc[rank]), 1) if rank < len(mine) else None,
+                        "paper": theirs["class"].iloc[rank] if rank < len(theirs) else None,
+                        "paper_score": round(float(theirs["value"].iloc[rank]) * 100, 1) if rank < len(theirs)
+                        else None})
+    return pd.DataFrame(out)
+
+
+def clever_hans_summary(frame, dataset: str = "mnist_c") -> "pd.DataFrame":
+    """Mean AUC and mean Clever Hans score (%) per model over classes (figure 6, left)."""
+    f = frame[frame["dataset"] == dataset]
+    g = f.groupby("method")[["auc", "explanation_accuracy", "clever_hans"]].mean() * 100
+    g["classes"] = f.groupby("method")["class"].nunique()
+    return g.reindex([m for m in CH_MODELS if m in g.index]).round(1)
+
+
+# ---------------------------------------------------------------------- novelty normalization (002)
+
+def novelty_paper_numbers(dataset: str, normal_names: list, variant: str = "full") -> dict:
+    """The paper's AUCs for this run: its class cell (Tables 1-3 or 5), its mean, and the Table 4 row."""
+    from .methods.novelty import PAPER_METHOD
+
+    ours = "Novelty normalization"
+    if len(normal_names) > 1:
+        cls = "+".join(normal_names)
+        return {"table": "Table 5", "class": reported.value("novelty", "Table 5", dataset, PAPER_METHOD[variant], cls),
+                "mean": None, "ablation": None}
+    table = {"mnist": "Table 1", "cifar10": "Table 2", "fmnist": "Table 3"}[dataset]
+    return {"table": table,
+            "class": reported.value("novelty", table, dataset, ours, normal_names[0]) if variant == "full" else None,
+            "mean": reported.value("novelty", table, dataset, ours, "mean") if variant == "full" else None,
+            "ablation": reported.value("novelty", "Table 4", dataset, PAPER_METHOD[variant], "mean")}

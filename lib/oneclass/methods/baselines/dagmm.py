@@ -1,0 +1,105 @@
+"""DAGMM (Zong et al. 2018) as the GEOM authors ran it for their Table 1 (section 5.1)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import training
+from ..base import Detector, Scores, seeded
+from .common import ConvDecoder, ConvEncoder, _batched, _fit_loop, prepare
+
+def gmm_parameters(z: torch.Tensor, gamma: torch.Tensor, jitter: float = 1e-3):
+    """Mixture weights, means and covariances from soft memberships (DAGMM's eq. 5); ``jitter`` on the diagonal
+    keeps the covariances invertible."""
+    nk = gamma.sum(0)                                            # (K,)
+    phi = nk / len(z)
+    mu = gamma.T @ z / nk[:, None]                               # (K, D)
+    d = z[None] - mu[:, None]                                    # (K, N, D)
+    sigma = torch.einsum("kn,knd,kne->kde", gamma.T, d, d) / nk[:, None, None]
+    sigma = sigma + jitter * torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
+    return phi, mu, sigma
+
+
+def gmm_energy(z: torch.Tensor, phi, mu, sigma) -> torch.Tensor:
+    """Sample energy -log sum_k phi_k N(z | mu_k, sigma_k), in log space."""
+    chol = torch.linalg.cholesky(sigma)                          # (K, D, D)
+    d = (z[None] - mu[:, None]).transpose(1, 2)                  # (K, D, N)
+    sol = torch.linalg.solve_triangular(chol, d, upper=False)    # (K, D, N)
+    maha = (sol ** 2).sum(1)                                     # (K, N)
+    logdet = 2 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(1)
+    log_n = -0.5 * (maha + logdet[:, None] + z.shape[1] * math.log(2 * math.pi))
+    return -torch.logsumexp(torch.log(phi.clamp_min(1e-12))[:, None] + log_n, 0)
+
+
+class DAGMM(Detector):
+    """Deep autoencoding Gaussian mixture model (Zong et al. 2018) as the GEOM authors ran it: the CAE pair with a
+    linear 5-d code; z = (code, relative Euclidean reconstruction error, cosine similarity); estimation network
+    64 tanh - dropout 0.5 - 10 tanh - dropout 0.5 - 3 softmax; loss = MSE + lambda_energy * mean energy +
+    lambda_diag * sum 1/diag(Sigma). Adam, batch 256. Anomaly score = sample energy under the mixture fitted to
+    the whole training set after training (the DAGMM paper's choice; the authors' Keras code keeps the last
+    training batch's estimate)."""
+
+    def __init__(self, rep_dim: int = 5, n_components: int = 3, lambda_energy: float = 0.01,
+                 lambda_diag: float = 5e-4, lr: float = 1e-3, batch_size: int = 256, size: int | None = None,
+                 seed: int | None = None, device=None, precision: str = "auto"):
+        self.rep_dim, self.n_components, self.lambda_energy, self.lambda_diag = rep_dim, n_components, \
+            lambda_energy, lambda_diag
+        self.lr, self.batch_size, self.size = lr, batch_size, size
+        self.seed, self.device, self.precision = seed, device, precision
+
+    def _z(self, x):
+        m = self.model_
+        with self._autocast():
+            code = m["encoder"](x).float()
+            rec = m["decoder"](code).float()
+        xf, rf = x.flatten(1), rec.flatten(1)
+        rel = (xf - rf).norm(dim=1) / xf.norm(dim=1).clamp_min(1e-12)
+        cos = F.cosine_similarity(xf, rf, dim=1)
+        return torch.cat([code, rel[:, None], cos[:, None]], 1), rec
+
+    def fit(self, train, epochs: int = 200, progress: bool = False) -> "DAGMM":
+        self._setup()
+        dev = self.device_
+        x = prepare(train, self.size)
+        n, c, size, _ = x.shape
+        self.size_ = size
+        gen = training.generator(self.seed_)
+        with seeded(self.seed_):
+            self.model_ = nn.ModuleDict({
+                "encoder": ConvEncoder(c, size, self.rep_dim, "linear"),
+                "decoder": ConvDecoder(c, size, self.rep_dim),
+                "estimation": nn.Sequential(nn.Linear(self.rep_dim + 2, 64), nn.Tanh(), nn.Dropout(0.5),
+                                            nn.Linear(64, 10), nn.Tanh(), nn.Dropout(0.5),
+                                            nn.Linear(10, self.n_components), nn.Softmax(1))}).to(dev).train()
+            x = x.to(dev)
+
+            def loss(idx):
+                xb = x[idx]
+                z, rec = self._z(xb)
+                gamma = self.model_["estimation"](z)
+                phi, mu, sigma = gmm_parameters(z.double(), gamma.double())
+                energy = gmm_energy(z.double(), phi, mu, sigma).mean()
+                diag = (1.0 / torch.diagonal(sigma, dim1=1, dim2=2)).sum()
+                return F.mse_loss(rec, xb) + (self.lambda_energy * energy + self.lambda_diag * diag).float()
+
+            # dropout draws from the global RNG, which seeded() forks for the whole fit
+            self.history_ = _fit_loop(self.model_.parameters(), loss, n, int(epochs), self.batch_size, gen, self.lr,
+                                      progress=progress, desc="DAGMM", drop_last=True, device=dev)
+        self.model_.eval()
+        with torch.no_grad():
+            z = _batched(lambda b: self._z(b)[0], x, 512, dev).double()
+            gamma = _batched(self.model_["estimation"], z.float(), 4096, dev).double()
+            self.phi_, self.mu_, self.sigma_ = gmm_parameters(z, gamma)
+        self._fitted = True
+        return self
+
+    @torch.no_grad()
+    def score(self, test, maps: bool = True) -> Scores:
+        """Sample energy under the fitted mixture; DAGMM has no heatmap (``maps`` is always None)."""
+        self._check_fitted()
+        self.model_.eval()
+        z = _batched(lambda b: self._z(b)[0], prepare(test, self.size_), 512, self.device_).double()
+        return Scores(gmm_energy(z, self.phi_.cpu(), self.mu_.cpu(), self.sigma_.cpu()))

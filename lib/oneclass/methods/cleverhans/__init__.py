@@ -1,0 +1,24 @@
+"""*The Clever Hans Effect in Anomaly Detection* (Kauffmann, Ruff, Montavon, Müller; paper 003).
+
+Files: ``models`` (KDE, autoencoder, deep one-class, bag in neuralized form: section 3, table 1), ``lrp``
+(appendix A's propagation rules with zennit), ``protocols`` (MNIST-C and MVTec-AD set-ups, fit-and-explain).
+"""
+from . import lrp, models, protocols
+from .lrp import L2Pool, lrp_composite, lrp_squared_norm
+from .models import (CORRUPTIONS, KDE, MODELS, PAPER_NAMES, Autoencoder, Bag, BlockAE, DeepOneClass, FeatureCNN,
+                     LeNetAE, build, fit_cached, smin, sq_distances)
+from .protocols import Protocol, fit_and_explain, mnist_c_protocol, mvtec_protocol
+
+
+def input_shape(dataset: str) -> tuple[int, int]:
+    """(size, channels) the paper's models take: MNIST-C 28px grey, MVTec-AD 64px colour (its autoencoder [13])."""
+    shapes = {"mnist_c": (28, 1), "mnist": (28, 1), "mvtec": (64, 3)}
+    if dataset not in shapes:
+        raise ValueError(f"the Clever Hans models have no input shape for {dataset!r}; choose one of {sorted(shapes)}")
+    return shapes[dataset]
+
+
+__all__ = ["CORRUPTIONS", "KDE", "MODELS", "PAPER_NAMES", "Autoencoder", "Bag", "BlockAE", "DeepOneClass",
+           "FeatureCNN", "LeNetAE", "L2Pool", "build", "fit_cached", "smin", "sq_distances", "lrp_composite",
+           "lrp_squared_norm", "Protocol", "fit_and_explain", "mnist_c_protocol", "mvtec_protocol", "input_shape",
+           "lrp", "models", "protocols"]

@@ -1,0 +1,15 @@
+"""FCDD, *Explainable Deep One-Class Classification* (Liznerski et al., paper 000), with its HSC and AE baselines.
+
+Files, by the paper's concepts: ``losses`` (eq. 1-3), ``upsample`` (Algorithm 1, appendix A), ``nets``
+(appendix B and the authors' wider networks), ``pipeline`` (appendix C's pre-processing, outlier exposure,
+confetti noise, watermarks), ``detectors`` (:class:`FCDD`, :class:`HSC`, :class:`AE`, per-dataset defaults).
+"""
+from . import losses, nets, pipeline, upsample
+from .detectors import (AE, DATASETS, FCDD, HSC, LOAD, METHODS, defaults, input_shape, make, outliers,
+                        paper_epochs)
+from .losses import EPS, fcdd_loss, hsc_loss, pixel_loss, pseudo_huber
+from .upsample import ReceptiveUpsampler, gaussian_kernel, official_kernel, receptive_upsample
+
+__all__ = ["AE", "DATASETS", "FCDD", "HSC", "LOAD", "METHODS", "defaults", "input_shape", "make", "outliers",
+           "paper_epochs", "EPS", "fcdd_loss", "hsc_loss", "pixel_loss", "pseudo_huber", "ReceptiveUpsampler",
+           "gaussian_kernel", "official_kernel", "receptive_upsample", "losses", "nets", "pipeline", "upsample"]

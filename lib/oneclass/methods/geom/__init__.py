@@ -1,0 +1,16 @@
+"""GEOM, *Deep Anomaly Detection Using Geometric Transformations* (Golan & El-Yaniv, paper 001).
+
+Files: ``transforms`` (the 72 transformations, section 3 / 5.1), ``dirichlet`` (the normality score, section 4),
+``wrn`` (the wide residual network, section 5.1), ``detector`` (:class:`GEOM`, the paper's pre-processing).
+"""
+from . import dirichlet, transforms, wrn
+from .detector import DATA, GEOM, crop_center, data_setup, input_shape, prepare, transformed
+from .dirichlet import (EULER_GAMMA, DirichletFit, dirichlet_normality, fit_dirichlet, fit_dirichlet_stats,
+                        inverse_digamma, simplified_normality)
+from .transforms import IDENTITY, Transform, apply, index_maps, transformations
+from .wrn import WRN, wrn_for
+
+__all__ = ["DATA", "GEOM", "crop_center", "data_setup", "input_shape", "prepare", "transformed", "EULER_GAMMA",
+           "DirichletFit", "dirichlet_normality", "fit_dirichlet", "fit_dirichlet_stats", "inverse_digamma",
+           "simplified_normality", "IDENTITY", "Transform", "apply", "index_maps", "transformations", "WRN",
+           "wrn_for", "dirichlet", "transforms", "wrn"]

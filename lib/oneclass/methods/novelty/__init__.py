@@ -1,0 +1,12 @@
+"""*One-class anomaly detection via novelty normalization* (Wu, Lu, Fuh, Liu; paper 002).
+
+Files: ``nets`` (autoencoder, novelty-scoring head with its L0 term, batch min-max normalisation: section 3),
+``detector`` (:class:`NoveltyNormalization`, the Table 4 ablation rows, the paper's input shapes).
+"""
+from . import nets
+from .detector import LOAD, PAPER_METHOD, NoveltyNormalization, input_shape
+from .nets import (ABLATION, CONFIGS, L0_MODES, NORM_STATS, NORMALIZE, BatchMinMax, L0Linear, LeNetAutoencoder,
+                   NoveltyScorer)
+
+__all__ = ["LOAD", "PAPER_METHOD", "NoveltyNormalization", "input_shape", "ABLATION", "CONFIGS", "L0_MODES",
+           "NORM_STATS", "NORMALIZE", "BatchMinMax", "L0Linear", "LeNetAutoencoder", "NoveltyScorer", "nets"]

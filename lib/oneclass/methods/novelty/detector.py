@@ -1,0 +1,234 @@
+"""Novelty normalization (Wu, Lu, Fuh, Liu; Pattern Recognition Letters 2021): an autoencoder, a novelty-scoring
+MLP on its code z, an L0 term on the MLP's weights, and batch min-max normalisation of the combined score.
+
+The paper's equations, as implemented here::
+
+    L_r(x)   = mean squared error between x and De(En(x))                    (eq. 1, 'we use mean square error')
+    NS(x)    = sigmoid(MLP(En(x)))                                           (eq. 2)
+    S_i      = (1 - l1) L_r(x_i) + l1 NS(x_i)                                (eq. 7; S_i = L_r without the NS head)
+    Reg(S_i) = (S_i - S_min) / (S_max - S_min), min / max over the batch     (eq. 6)
+    loss     = mean_i Reg(S_i) - l2 ||W||_0                                  (eq. 4 with the normalisation inside)
+    p(x)     = (S(x) - mean S_min) / (mean S_max - mean S_min)               (eq. 5 normalised by eq. 6 at test)
+
+No public code exists; the readings taken where the paper is ambiguous (each one a parameter):
+
+* ``normalize="combined"`` normalises S (eq. 6 and 7 as printed); ``"terms"`` normalises L_r and NS each before
+  combining them (the text says the module 'normalizes the reconstruction error and novelty score at the same
+  time'). Only ``"terms"`` changes the test ranking by itself: a min-max map of one score is monotone.
+* ``norm_gradient=True`` lets the loss differentiate through the batch min and max (the normalisation is part
+  of the loss 'before backpropagation'); False treats them as constants, which reduces the normalisation to a
+  per-batch rescaling of the gradient.
+* ``norm_stats="last_epoch"`` averages the batch min / max over the final epoch (the statistics of the model that
+  is tested); ``"all"`` averages over every training batch as the text literally says.
+* The L0 term: ``l0="hard_concrete"`` gates every MLP weight with Louizos et al.'s hard-concrete gates and uses
+  their expected number of open gates (differentiable); ``"literal"`` counts the weights with |w| > 1e-10, which
+  has no gradient and so cannot change training; ``"none"`` drops it. The paper *subtracts* l2 ||W||_0 (it wants
+  the weights not to collapse to zero), so a positive ``lambda2`` rewards open gates; a negative one penalises
+  them as Louizos et al. do.
+
+The NS head has no negatives: every training image is nominal and its target is 0. What keeps NS from the
+trivial constant-0 solution is the batch normalisation (the most novel-looking image of each batch is mapped to 1,
+and the normalised loss rewards spreading the batch apart), not the L0 term.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import training
+from ..base import Detector, Scores, as_images, seeded
+from .nets import ABLATION, CONFIGS, L0_MODES, NORM_STATS, NORMALIZE, BatchMinMax, LeNetAutoencoder, NoveltyScorer
+
+# --- the method -----------------------------------------------------------------------------------------------
+
+def _float_images(images) -> torch.Tensor:
+    """uint8 pixels -> [0, 1] (the decoder ends in a sigmoid)."""
+    return as_images(images).float() / 255.0
+
+
+class NoveltyNormalization(Detector):
+    """Autoencoder + novelty scoring + novelty normalisation, fitted on nominal images only.
+
+    ``net``: "auto" (lenet28 for 1-channel, lenet32 for 3-channel images) or a key of CONFIGS.
+    ``novelty_scoring`` / ``normalize`` switch the paper's modules (Table 4: see ABLATION); ``lambda1`` weighs
+    NS against L_r (eq. 4, 5, 7); ``lambda2`` weighs the L0 term, subtracted as in eq. 4.
+    Optimiser: Adam, lr x ``lr_gamma`` every ``lr_step`` epochs ('decays ... 0.1 for every 30 steps').
+    """
+
+    def __init__(self, net: str = "auto", novelty_scoring: bool = True, normalize: str = "combined",
+                 lambda1: float = 0.5, lambda2: float = 1e-5, l0: str = "hard_concrete", norm_gradient: bool = False,
+                 norm_stats: str = "last_epoch", lr: float = 1e-3, lr_step: int = 30, lr_gamma: float = 0.1,
+                 weight_decay: float = 0.0, batch_size: int = 128, eval_batch_size: int = 500, seed: int | None = 0,
+                 device=None, precision: str = "auto"):
+        if normalize not in NORMALIZE:
+            raise ValueError(f"unknown normalize {normalize!r}; choose one of {NORMALIZE}")
+        if l0 not in L0_MODES:
+            raise ValueError(f"unknown l0 {l0!r}; choose one of {L0_MODES}")
+        if norm_stats not in NORM_STATS:
+            raise ValueError(f"unknown norm_stats {norm_stats!r}; choose one of {NORM_STATS}")
+        if net != "auto" and net not in CONFIGS:
+            raise ValueError(f"unknown net {net!r}; choose 'auto' or one of {sorted(CONFIGS)}")
+        if not 0.0 <= lambda1 < 1.0:
+            raise ValueError(f"lambda1 must be in [0, 1) (the weight of NS against L_r), got {lambda1}")
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2: the normalisation takes a min and a max over the batch")
+        self.net, self.novelty_scoring, self.normalize = net, novelty_scoring, normalize
+        self.lambda1, self.lambda2, self.l0 = lambda1, lambda2, l0
+        self.norm_gradient, self.norm_stats = norm_gradient, norm_stats
+        self.lr, self.lr_step, self.lr_gamma, self.weight_decay = lr, lr_step, lr_gamma, weight_decay
+        self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.device, self.precision = device, precision
+
+    @classmethod
+    def ablation(cls, variant: str, **hyper) -> "NoveltyNormalization":
+        """A row of Table 4: 'ae' (autoencoder only), 'ae_norm' (+ normalization), 'full' (+ NS).
+        ``normalize`` in ``hyper`` replaces the row's normalisation (e.g. 'terms' for the full model)."""
+        if variant not in ABLATION:
+            raise ValueError(f"unknown ablation variant {variant!r}; choose one of {sorted(ABLATION)}")
+        ns, norm = ABLATION[variant]
+        return cls(**({"novelty_scoring": ns, "normalize": norm} | hyper))
+
+    # -- building
+
+    def _config(self, x: torch.Tensor) -> dict:
+        name = self.net if self.net != "auto" else ("lenet28" if x.shape[1] == 1 else "lenet32")
+        return dict(CONFIGS[name], name=name)
+
+    def _build(self, x: torch.Tensor) -> nn.ModuleDict:
+        cfg = self._config(x)
+        k = 2 if (self.normalize == "terms" and self.novelty_scoring) else 1
+        with seeded(self.seed_):
+            parts = {"ae": LeNetAutoencoder(x.shape[1], x.shape[-1], cfg["channels"], cfg["z_dim"]),
+                     "norm": BatchMinMax(k, gradient=self.norm_gradient)}
+            if self.novelty_scoring:
+                parts["ns"] = NoveltyScorer(cfg["z_dim"], cfg["ns_hidden"], self.l0)
+        self.config_ = cfg
+        return nn.ModuleDict(parts).to(self.device_)
+
+    # -- the equations
+
+    def _terms(self, x: torch.Tensor):
+        """Reconstruction, per-image L_r, NS (or None) for a batch."""
+        m = self.model_
+        with self._autocast():
+            rec, z = m["ae"](x)
+            ns = m["ns"](z).float() if self.novelty_scoring else None
+        rec = rec.float()
+        lr_ = (x - rec).pow(2).flatten(1).mean(1)
+        return rec, lr_, ns
+
+    def _combine(self, lr_: torch.Tensor, ns: torch.Tensor | None) -> torch.Tensor:
+        return lr_ if ns is None else (1 - self.lambda1) * lr_ + self.lambda1 * ns
+
+    def _normalised(self, lr_: torch.Tensor, ns: torch.Tensor | None) -> torch.Tensor:
+        """The score the loss averages (training) or p(x) (eval), per image."""
+        norm = self.model_["norm"]
+        if self.normalize == "none":
+            return self._combine(lr_, ns)
+        if self.normalize == "terms" and ns is not None:
+            n = norm(torch.stack([lr_, ns], 1))
+            return self._combine(n[:, 0], n[:, 1])
+        return norm(self._combine(lr_, ns)[:, None])[:, 0]
+
+    def l0_term(self) -> torch.Tensor:
+        return self.model_["ns"].l0() if self.novelty_scoring else torch.zeros((), device=self.device_)
+
+    # -- fit / score
+
+    def fit(self, train, epochs: int = 10, progress: bool | None = False) -> "NoveltyNormalization":
+        """Train on nominal images (an ImageSet or a uint8 tensor (N, C, H, W)); returns self."""
+        x = _float_images(train)
+        if len(x) < 2:
+            raise ValueError(f"need at least 2 training images, got {len(x)}")
+        if epochs < 1 or int(epochs) != epochs:
+            raise ValueError(f"epochs must be a whole number >= 1, got {epochs}")
+        self._setup()
+        self.model_ = self._build(x)
+        x = x.to(self.device_)
+        gen = training.generator(self.seed_)
+        if self.novelty_scoring:
+            self.model_["ns"].set_noise_generator(torch.Generator().manual_seed(self.seed_ + 1))
+        opt = training.optimizer(self.model_.parameters(), "adam", lr=self.lr, weight_decay=self.weight_decay)
+        steps = list(range(self.lr_step, epochs, self.lr_step)) if self.lr_step else []
+        sched = training.schedule(opt, "multistep" if steps else "none", gamma=self.lr_gamma, milestones=steps)
+        self.history_ = []
+        self.model_.train()
+        bar = training.progress(range(epochs), progress, desc="novelty", unit="epoch")
+        for epoch in bar:
+            if self.norm_stats == "last_epoch":
+                self.model_["norm"].reset()
+            sums = np.zeros(4)
+            for idx in training.batches(len(x), self.batch_size, gen, shuffle=True):
+                if len(idx) < 2:   # a last batch of one image has no min-max range
+                    continue
+                xb = x[idx.to(self.device_)]
+                _, lr_, ns = self._terms(xb)
+                l0 = self.l0_term()
+                loss = self._normalised(lr_, ns).mean() - self.lambda2 * l0
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sums += [loss.item() * len(idx), lr_.detach().sum().item(),
+                         0.0 if ns is None else ns.detach().sum().item(), len(idx)]
+            sched.step()
+            n = sums[3]
+            rec = {"epoch": epoch + 1, "loss": sums[0] / n, "reconstruction": sums[1] / n,
+                   "novelty": sums[2] / n if self.novelty_scoring else None, "l0": float(self.l0_term().detach())}
+            self.history_.append(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", rec=f"{rec['reconstruction']:.4f}")
+        self.model_.eval()
+        self._fitted = True
+        return self
+
+    @torch.no_grad()
+    def score(self, test, maps: bool = True) -> Scores:
+        """``scores``: the normalised p(x) (higher = more anomalous); ``maps``: per-pixel squared reconstruction
+        error summed over channels; ``subscores``: ``reconstruction`` (L_r), ``combined`` (S of eq. 7 before
+        normalisation) and ``novelty`` (NS in [0, 1], with the NS head), each on the same fitted model."""
+        self._check_fitted()
+        x = _float_images(test)
+        self.model_.eval()
+        out = {"p": [], "lr": [], "ns": [], "s": [], "map": []}
+        for i in range(0, len(x), self.eval_batch_size):
+            xb = x[i:i + self.eval_batch_size].to(self.device_)
+            rec, lr_, ns = self._terms(xb)
+            lr_, ns = lr_.double(), None if ns is None else ns.double()
+            out["p"].append(self._normalised(lr_, ns))
+            out["lr"].append(lr_)
+            out["s"].append(self._combine(lr_, ns))
+            if maps:
+                out["map"].append((xb - rec).pow(2).sum(1))
+            if ns is not None:
+                out["ns"].append(ns)
+        cat = {k: torch.cat(v).cpu().numpy().astype(np.float64) for k, v in out.items() if v}
+        sub = {"reconstruction": cat["lr"], "combined": cat["s"]} | ({"novelty": cat["ns"]} if "ns" in cat else {})
+        return Scores(cat["p"], cat["map"] if maps else None, subscores=sub)
+
+    # -- what the notebook reports
+
+    @property
+    def normalisation_stats(self) -> dict:
+        """The averaged batch minima and maxima that score() applies."""
+        norm = self.model_["norm"]
+        return {"min": norm.running_min.tolist(), "max": norm.running_max.tolist(), "batches": int(norm.count)}
+
+    def n_parameters(self) -> int:
+        self._check_fitted()
+        return sum(p.numel() for p in self.model_.parameters())
+
+
+# --- notebook helpers -------------------------------------------------------------------------------------------
+
+LOAD = {"mnist": (28, 1), "fmnist": (28, 1), "cifar10": (32, 3)}
+PAPER_METHOD = {"ae": "Autoencoder only", "ae_norm": "+ Normalization", "full": "+ NS"}
+
+
+def input_shape(dataset: str) -> tuple[int, int]:
+    """(size, channels) the paper's networks take for ``dataset``."""
+    if dataset not in LOAD:
+        raise ValueError(f"the paper evaluates {sorted(LOAD)}, not {dataset!r}; the networks need 28px grey or "
+                         "32px RGB images (pass size / channels to data.one_vs_rest yourself for other data)")
+    return LOAD[dataset]
+
+
