@@ -33,7 +33,7 @@ class ADGAN(Detector):
     def __init__(self, noise_dim: int = 256, lr: float = 1e-4, gp: float = 20.0, critic_steps: int = 2,
                  batch_size: int = 128, batches_per_epoch: int = 100, n_seeds: int = 8, steps: int = 5,
                  z_lr: float = 0.25, g_lr: float = 5e-5, chunk: int = 2, size: int | None = None,
-                 seed: int | None = None, device=None, precision: str = "auto"):
+                 seed: int | None = None, device=None, precision: str = "fp32"):
         self.noise_dim, self.lr, self.gp, self.critic_steps = noise_dim, lr, gp, critic_steps
         self.batch_size, self.batches_per_epoch, self.n_seeds, self.steps = batch_size, batches_per_epoch, \
             n_seeds, steps

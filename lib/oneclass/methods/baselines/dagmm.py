@@ -44,7 +44,7 @@ class DAGMM(Detector):
 
     def __init__(self, rep_dim: int = 5, n_components: int = 3, lambda_energy: float = 0.01,
                  lambda_diag: float = 5e-4, lr: float = 1e-3, batch_size: int = 256, size: int | None = None,
-                 seed: int | None = None, device=None, precision: str = "auto"):
+                 seed: int | None = None, device=None, precision: str = "fp32"):
         self.rep_dim, self.n_components, self.lambda_energy, self.lambda_diag = rep_dim, n_components, \
             lambda_energy, lambda_diag
         self.lr, self.batch_size, self.size = lr, batch_size, size

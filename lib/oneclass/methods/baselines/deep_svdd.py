@@ -107,7 +107,7 @@ class DeepSVDD(Detector):
     def __init__(self, channels=None, rep_dim: int | None = None, lr: float = 1e-4, weight_decay: float = 5e-7,
                  batch_size: int = 200, milestones=None, ae_lr: float = 1e-4, ae_weight_decay: float = 5e-7,
                  ae_milestones=None, preprocessing: str = "gcn_minmax", eps: float = 0.1, size: int | None = None,
-                 seed: int | None = None, device=None, precision: str = "auto"):
+                 seed: int | None = None, device=None, precision: str = "fp32"):
         if preprocessing not in ("gcn_minmax", "none"):
             raise ValueError(f"preprocessing must be 'gcn_minmax' (Deep SVDD's) or 'none', got {preprocessing!r}")
         if batch_size < 2:

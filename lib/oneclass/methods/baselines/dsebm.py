@@ -29,7 +29,7 @@ class DSEBM(Detector):
     Anomaly score = E(x); the map is |dE/dx| (the residual the model would remove), summed over channels."""
 
     def __init__(self, rep_dim: int = 256, noise: float = 0.5, lr: float = 1e-3, batch_size: int = 128,
-                 size: int | None = None, seed: int | None = None, device=None, precision: str = "auto"):
+                 size: int | None = None, seed: int | None = None, device=None, precision: str = "fp32"):
         self.rep_dim, self.noise, self.lr, self.batch_size, self.size = rep_dim, noise, lr, batch_size, size
         self.seed, self.device, self.precision = seed, device, precision
 

@@ -68,7 +68,7 @@ class OCSVM(Detector):
     def __init__(self, features: str = "raw", selection: str = "hindsight", nus=NU_GRID, gammas=GAMMA_GRID,
                  heldout_fraction: float = 0.2, svm_limit: int | None = None, cae_rep_dim: int = 256,
                  cae_lr: float = 1e-3, cae_batch_size: int = 128, size: int | None = None, seed: int | None = None,
-                 device=None, precision: str = "auto"):
+                 device=None, precision: str = "fp32"):
         if features not in ("raw", "cae"):
             raise ValueError(f"features must be 'raw' (RAW-OC-SVM) or 'cae' (CAE-OC-SVM), got {features!r}")
         if selection not in ("hindsight", "heldout"):

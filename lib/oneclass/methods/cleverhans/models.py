@@ -78,7 +78,7 @@ class KDE(Detector):
     ``precision`` is accepted for the common contract and not used (a KDE has no network)."""
 
     def __init__(self, gamma: float | None = None, gammas=None, batch_size: int = 256, seed: int | None = None,
-                 device=None, precision: str = "auto"):
+                 device=None, precision: str = "fp32"):
         self.gamma, self.gammas, self.batch_size = gamma, gammas, batch_size
         self.seed, self.device, self.precision = seed, device, precision
 
@@ -193,7 +193,7 @@ class Autoencoder(Detector):
 
     def __init__(self, arch: str = "lenet", epochs: int = 20, batch_size: int = 128, lr: float = 1e-3,
                  weight_decay: float = 0.0, seed: int | None = 0, batch_eval: int = 512, device=None,
-                 precision: str = "auto"):
+                 precision: str = "fp32"):
         if arch not in ("lenet", "blocks"):
             raise ValueError(f"unknown autoencoder arch {arch!r}; choose 'lenet' (MNIST-C) or 'blocks' (MVTec)")
         self.arch, self.epochs, self.batch_size, self.lr = arch, epochs, batch_size, lr
@@ -291,7 +291,7 @@ class DeepOneClass(Detector):
     def __init__(self, pretrain: str = "fmnist", pretrain_limit: int | None = None, epochs: int = 3,
                  batch_size: int = 128, lr: float = 1e-3, lam: float | None = None, lams=None, seed: int = 0,
                  lrp_gamma: float = 0.25, cache_dir: str | None = None, batch_eval: int = 512, device=None,
-                 precision: str = "auto"):
+                 precision: str = "fp32"):
         self.pretrain, self.pretrain_limit, self.epochs, self.batch_size = pretrain, pretrain_limit, epochs, batch_size
         self.lr, self.lam, self.lams, self.seed, self.lrp_gamma = lr, lam, lams, seed, lrp_gamma
         self.cache_dir, self.batch_eval, self.device, self.precision = cache_dir, batch_eval, device, precision
@@ -412,7 +412,7 @@ class Bag(Detector):
     held-out inlier validation images instead. Explanation: each model's relevance times 1/(3 s_m); the mean
     shift is a bias and, as LRP does with biases, keeps its share of relevance out of the pixels."""
 
-    def __init__(self, members: dict, seed: int | None = None, device=None, precision: str = "auto"):
+    def __init__(self, members: dict, seed: int | None = None, device=None, precision: str = "fp32"):
         if not members:
             raise ValueError("a bag needs at least one fitted model, e.g. Bag({'kde': kde, 'ae': ae, 'deep': deep})")
         self.members, self.seed, self.device, self.precision = members, seed, device, precision

@@ -99,7 +99,7 @@ class _Method(Detector):
                  accumulate: int = 1, sigma: float | None = None, upsample_net: str | None = None,
                  seed: int | None = None, net_options: dict | None = None, channels_last: bool = False,
                  passes: int = 1, loss_on: str = "native", swap_labels: bool = False, eval_batch_size: int = 500,
-                 device=None, precision: str = "auto"):
+                 device=None, precision: str = "fp32"):
         if net not in nets.NAMES:
             raise ValueError(f"unknown network {net!r}; choose one of {', '.join(nets.NAMES)}")
         if batch_size % accumulate:

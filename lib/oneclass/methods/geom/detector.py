@@ -82,7 +82,7 @@ class GEOM(Detector):
                  widen: int | None = None, lr: float = 1e-3, weight_decay: float = 5e-4, batch_size: int = 128,
                  eval_batch_size: int = 512, score_kind: str = "dirichlet", fit_limit: int | None = None,
                  dirichlet_max_iter: int = 1000, dirichlet_tol: float = 1e-9, seed: int | None = None,
-                 device=None, channels_last: bool = True, precision: str = "auto"):
+                 device=None, channels_last: bool = True, precision: str = "fp32"):
         if score_kind not in ("dirichlet", "simplified"):
             raise ValueError(f"score_kind must be 'dirichlet' or 'simplified', got {score_kind!r}")
         if precision not in ("auto", "fp32", "bf16"):

@@ -60,7 +60,7 @@ class NoveltyNormalization(Detector):
                  lambda1: float = 0.5, lambda2: float = 1e-5, l0: str = "hard_concrete", norm_gradient: bool = False,
                  norm_stats: str = "last_epoch", lr: float = 1e-3, lr_step: int = 30, lr_gamma: float = 0.1,
                  weight_decay: float = 0.0, batch_size: int = 128, eval_batch_size: int = 500, seed: int | None = 0,
-                 device=None, precision: str = "auto"):
+                 device=None, precision: str = "fp32"):
         if normalize not in NORMALIZE:
             raise ValueError(f"unknown normalize {normalize!r}; choose one of {NORMALIZE}")
         if l0 not in L0_MODES:
