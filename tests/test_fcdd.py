@@ -4,8 +4,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from fake_device import fake_device
 
-from oneclass import fcdd, metrics, nets
+from oneclass import gallery, metrics
+from oneclass.methods import fcdd
+from oneclass.methods.fcdd import nets, pipeline
 
 
 # ------------------------------------------------------------------------------------------ losses
@@ -183,13 +186,21 @@ def test_gradient_accumulation_splits_the_batch():
         fcdd.FCDD("fcdd_28", batch_size=20, accumulate=3)
 
 
-def test_hsc_gradient_maps_and_blur():
+def test_hsc_gradient_maps_and_display_blur():
     det = fit_toy("hsc", epochs=2)
     x, y = toy_test()
     out = det.score(x)
     assert out.maps.shape == (80, 28, 28) and (out.maps >= 0).all() and out.native is None
-    blurred = det.blur(out.maps[:4])
+    blurred = det.display_maps(out.maps[:4])
+    assert isinstance(blurred, np.ndarray)
     assert blurred.shape == (4, 28, 28) and blurred.std() < out.maps[:4].std()
+    assert np.allclose(blurred, det.upsampler.blur(torch.as_tensor(out.maps[:4])).numpy())
+
+
+def test_fcdd_displays_its_upsampled_maps_unchanged():
+    det = fit_toy("fcdd", epochs=1)
+    out = det.score(toy_test()[0][:4])
+    assert np.array_equal(det.display_maps(out.maps), out.maps)
 
 
 def test_ae_reconstruction_maps_and_no_outlier_exposure():
@@ -245,16 +256,55 @@ def test_sweep_figure_from_run_folders(tmp_path):
         (d / "metrics.json").write_text(json.dumps({"auc": 0.5, "network": name}))
         np.savez(d / "maps.npz", native=native.astype(np.float16))
         runs[name] = d
-    shown = fcdd.display_maps(runs["fcdd_28"], [1, 3], 28)
+    shown = gallery.fcdd_run_maps(runs["fcdd_28"], [1, 3], 28)
     assert shown.shape == (2, 28, 28)
     expected = fcdd.receptive_upsample(torch.as_tensor(np.load(runs["fcdd_28"] / "maps.npz")["native"][[1, 3]]
                                                        .astype(np.float32)), nets.build("fcdd_28"), 28)
     assert np.allclose(shown, expected.numpy(), atol=1e-6)
     images = rng.integers(0, 255, (5, 1, 28, 28), dtype=np.uint8)
-    fig = fcdd.sweep_figure(runs, images, [0, 2, 4])
+    fig = gallery.fcdd_sweep_figure(runs, images, [0, 2, 4])
     assert len(fig.axes) == 3 * 3                  # input row + one row per run, three columns
 
 
 def test_wrong_image_size_is_explained():
     with pytest.raises(ValueError, match="size=28"):
         fcdd.FCDD("fcdd_28").fit(torch.zeros(4, 1, 32, 32, dtype=torch.uint8), epochs=1, progress=False)
+
+
+# ------------------------------------------------------------------------------------------ devices
+
+@pytest.mark.parametrize("method,outliers,extra", [
+    ("fcdd", "noise", {}), ("fcdd", "masks", {}), ("fcdd", "noise", {"loss_on": "upsampled"}), ("hsc", "noise", {}),
+    ("ae", None, {})])
+def test_training_and_scoring_on_another_device_give_the_cpu_numbers(method, outliers, extra, tmp_path):
+    """fit / score / display_maps on a second device (tests/fake_device.py: CUDA's device rules on CPU data):
+    no operation mixes devices, and the losses, scores and maps are the CPU's (every random draw is made with
+    the CPU generator, then moved)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(0, 256, (24, 1, 28, 28), generator=g, dtype=torch.uint8)
+    if outliers == "noise":
+        oe = pipeline.Outliers.noise_source("uniform", 1, 28)
+    elif outliers == "masks":
+        oe = pipeline.Outliers(torch.randint(0, 256, (7, 1, 28, 28), generator=g, dtype=torch.uint8),
+                               masks=torch.randint(0, 2, (7, 1, 28, 28), generator=g, dtype=torch.uint8))
+    else:
+        oe = None
+
+    def make(device):
+        return fcdd.make(method, "fmnist", outliers=oe, seed=1, batch_size=8, device=device, **extra)
+
+    cpu = make("cpu").fit(x, epochs=1, progress=False)
+    expected = cpu.score(x[:5])
+    with fake_device() as dev:
+        det = make(dev).fit(x, epochs=1, progress=False)
+        out = det.score(x[:5])
+        shown = det.display_maps(out.maps)
+    assert det.device_ == dev and det.history_ == cpu.history_
+    assert np.array_equal(out.scores, expected.scores) and np.array_equal(out.maps, expected.maps)
+    assert np.array_equal(shown, cpu.display_maps(expected.maps))
+    # a checkpoint written on the CPU scores on the other device (the pipeline's statistics stay on the CPU)
+    cpu.save(tmp_path / "model.pt")
+    with fake_device() as dev:
+        loaded = type(cpu).load(tmp_path / "model.pt", device=dev)
+        again = loaded.score(x[:5])
+    assert loaded.device_ == dev and np.array_equal(again.scores, expected.scores)

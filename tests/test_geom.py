@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from oneclass import geom
-from oneclass.geom import GEOM, Transform
-from oneclass.wrn import WRN, wrn_for
+from oneclass.methods import geom
+from oneclass.methods.geom import GEOM, WRN, Transform, wrn_for
 
 
 def ramp(size=32, channels=1):
@@ -188,24 +187,25 @@ def test_geom_learns_a_toy_problem_and_keeps_the_contract():
     from oneclass import metrics
     torch.manual_seed(0)
     train, anomalies = _toy_digits()
-    det = GEOM("geom8", depth=10, widen=1, batch_size=32, eval_batch_size=64).fit(train, epochs=6, seed=0)
-    assert det.alpha.shape == (8, 8) and torch.isfinite(det.alpha).all()
-    assert det.history[-1] < det.history[0]
+    det = GEOM("geom8", depth=10, widen=1, batch_size=32, eval_batch_size=64, seed=0).fit(train, epochs=6)
+    assert det.alpha_.shape == (8, 8) and torch.isfinite(det.alpha_).all()
+    assert det.history_[-1] < det.history_[0]
     test, _ = _toy_digits(8, seed=1)
     imgs = torch.cat([test, anomalies[:8]])
     out = det.score(imgs, maps=True)
     assert out.scores.shape == (16,) and np.isfinite(out.scores).all()
-    np.testing.assert_allclose(out.scores, -out.normality)                     # higher = more anomalous
+    np.testing.assert_allclose(out.scores, -out.subscores["normality_dirichlet"])  # higher = more anomalous
     assert metrics.auc(out.scores, [0] * 8 + [1] * 8) > 0.9
     assert out.maps.shape == (16, 12, 12) and (out.maps >= 0).all()
     # bfloat16 autocast (the quick presets' speed option) keeps the ranking
-    det.precision = "bf16"
+    assert det.precision_ == "fp32"
+    det.precision_ = "bf16"
     from scipy.stats import spearmanr
     assert spearmanr(det.score(imgs).scores, out.scores)[0] > 0.9
-    det.precision = "fp32"
+    det.precision_ = "fp32"
     # the same seed gives the same numbers
     torch.manual_seed(0)
-    again = GEOM("geom8", depth=10, widen=1, batch_size=32, eval_batch_size=64).fit(train, epochs=6, seed=0)
+    again = GEOM("geom8", depth=10, widen=1, batch_size=32, eval_batch_size=64, seed=0).fit(train, epochs=6)
     np.testing.assert_allclose(again.score(imgs).scores, out.scores, rtol=1e-5)
 
 
@@ -220,8 +220,8 @@ def test_geom_pads_small_images_and_crops_maps_back():
 
 
 def test_geom_bad_input_errors():
-    with pytest.raises(ValueError, match="score must be"):
-        GEOM(score="likelihood")
+    with pytest.raises(ValueError, match="score_kind must be"):
+        GEOM(score_kind="likelihood")
     with pytest.raises(ValueError, match="precision must be"):
         GEOM(precision="fp16")
     with pytest.raises(RuntimeError, match="not fitted"):

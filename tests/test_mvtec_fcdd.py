@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from oneclass import augment, data, fcdd, metrics, nets
+from oneclass import data, metrics
+from oneclass.methods import fcdd
+from oneclass.methods.fcdd import nets, pipeline
 
 from datagen import write_mvtec_like
 
@@ -20,7 +22,7 @@ def gen(seed=0):
 
 def test_confetti_blob_count_sizes_and_angles_follow_the_reference():
     images = torch.full((400, 3, 240, 240), 128, dtype=torch.uint8)
-    out, blobs = augment.confetti_noise(images, gen(), return_blobs=True)
+    out, blobs = pipeline.confetti_noise(images, gen(), return_blobs=True)
     assert out.shape == images.shape and out.dtype == torch.uint8
     sides = np.array([b.side for b in blobs])
     angles = np.array([b.angle for b in blobs])
@@ -46,10 +48,10 @@ def test_confetti_blob_count_sizes_and_angles_follow_the_reference():
 
 def test_confetti_changes_pixels_only_around_its_blobs_and_is_seeded():
     images = torch.full((6, 3, 240, 240), 100, dtype=torch.uint8)
-    out, blobs = augment.confetti_noise(images, gen(3), return_blobs=True)
-    again = augment.confetti_noise(images, gen(3))
+    out, blobs = pipeline.confetti_noise(images, gen(3), return_blobs=True)
+    again = pipeline.confetti_noise(images, gen(3))
     assert torch.equal(out, again)
-    assert not torch.equal(out, augment.confetti_noise(images, gen(4)))
+    assert not torch.equal(out, pipeline.confetti_noise(images, gen(4)))
     # every changed pixel lies within half a diagonal plus the blur radius (12 taps) of some blob centre
     rows, cols = torch.meshgrid(torch.arange(240), torch.arange(240), indexing="ij")
     for i in range(6):
@@ -63,19 +65,19 @@ def test_confetti_changes_pixels_only_around_its_blobs_and_is_seeded():
 
 def test_confetti_on_a_black_image_is_inverted_into_bright_blobs():
     black = torch.zeros(3, 3, 120, 120, dtype=torch.uint8)
-    out = augment.confetti_noise(black, gen(2))
+    out = pipeline.confetti_noise(black, gen(2))
     assert (out.flatten(1).float().mean(1) > 0.5).all()        # the darkening noise could not change them
     grey = torch.full((3, 3, 120, 120), 128, dtype=torch.uint8)
-    assert (augment.confetti_noise(grey, gen(2)).int() <= 128).all()
+    assert (pipeline.confetti_noise(grey, gen(2)).int() <= 128).all()
 
 
 def test_confetti_refuses_float_images_and_bad_options():
     with pytest.raises(TypeError, match="uint8"):
-        augment.confetti_noise(torch.zeros(1, 3, 16, 16))
+        pipeline.confetti_noise(torch.zeros(1, 3, 16, 16))
     with pytest.raises(ValueError, match="sides"):
-        augment.confetti_noise(torch.zeros(1, 3, 16, 16, dtype=torch.uint8), sides=(10, 5))
+        pipeline.confetti_noise(torch.zeros(1, 3, 16, 16, dtype=torch.uint8), sides=(10, 5))
     with pytest.raises(ValueError, match="probability"):
-        augment.confetti_noise(torch.zeros(1, 3, 16, 16, dtype=torch.uint8), colored_density=2.0)
+        pipeline.confetti_noise(torch.zeros(1, 3, 16, 16, dtype=torch.uint8), colored_density=2.0)
 
 
 def test_gaussian_blur_matches_a_2d_convolution_with_reflect_padding():
@@ -85,14 +87,14 @@ def test_gaussian_blur_matches_a_2d_convolution_with_reflect_padding():
     k = k / k.sum()
     padded = torch.nn.functional.pad(x.reshape(-1, 1, 30, 40), (12, 12, 12, 12), mode="reflect")
     ref = torch.nn.functional.conv2d(padded, (k[:, None] * k[None])[None, None])
-    assert torch.allclose(augment.gaussian_blur(x, 25, 5.0), ref.reshape(x.shape), atol=1e-5)
+    assert torch.allclose(pipeline.gaussian_blur(x, 25, 5.0), ref.reshape(x.shape), atol=1e-5)
     # a constant field stays constant up to the border (nothing fades with reflect padding)
-    assert torch.allclose(augment.gaussian_blur(torch.ones(1, 1, 30, 40), 25, 5.0), torch.ones(1, 1, 30, 40))
+    assert torch.allclose(pipeline.gaussian_blur(torch.ones(1, 1, 30, 40), 25, 5.0), torch.ones(1, 1, 30, 40))
 
 
 def test_confetti_outliers_replace_nominal_images_by_their_corrupted_selves():
     nominal = torch.full((64, 3, 60, 60), 90, dtype=torch.uint8)
-    x, y, masks = augment.mix_outliers(nominal, augment.Outliers.confetti(colored_density=1e-3), 0.5, gen())
+    x, y, masks = pipeline.mix_outliers(nominal, pipeline.Outliers.confetti(colored_density=1e-3), 0.5, gen())
     assert masks is None and 0 < int(y.sum()) < 64
     assert torch.all(x[y == 0] == 90)
     assert all((x[i] != 90).any() for i in torch.nonzero(y)[:, 0])
@@ -102,16 +104,16 @@ def test_confetti_outliers_replace_nominal_images_by_their_corrupted_selves():
 
 def test_local_contrast_normalization_zero_mean_unit_l1():
     x = torch.rand(4, 3, 20, 20) * torch.tensor([0.2, 1.0, 3.0, 0.5])[:, None, None, None]
-    y = augment.local_contrast_normalization(x)
+    y = pipeline.local_contrast_normalization(x)
     assert torch.allclose(y.mean(dim=(1, 2, 3)), torch.zeros(4), atol=1e-5)
     assert torch.allclose(y.abs().mean(dim=(1, 2, 3)), torch.ones(4), atol=1e-4)
     # invariant to brightness and contrast changes of the whole image
-    assert torch.allclose(augment.local_contrast_normalization(2 * x + 0.1), y, atol=1e-4)
+    assert torch.allclose(pipeline.local_contrast_normalization(2 * x + 0.1), y, atol=1e-4)
 
 
 def test_mvtec_pipeline_min_max_and_test_resize():
     imgs = torch.randint(0, 256, (10, 3, 240, 240), generator=gen(), dtype=torch.uint8)
-    p = augment.pipeline("mvtec").fit(imgs)
+    p = pipeline.pipeline("mvtec").fit(imgs)
     t = p.test(imgs)
     assert t.shape == (10, 3, 224, 224)
     # min-max fitted on the training images' test transform: exactly [0, 1] per channel
@@ -132,7 +134,7 @@ def test_training_crop_moves_masks_with_their_images():
     masks = torch.zeros(8, 1, 240, 240, dtype=torch.uint8)
     imgs[:, :, 100:120, 50:90] = 255
     masks[:, :, 100:120, 50:90] = 1
-    p = augment.Pipeline(name="t", size=224, crop_pad=0, flip=True).fit(imgs)
+    p = pipeline.Pipeline(name="t", size=224, crop_pad=0, flip=True).fit(imgs)
     x, m = p.train(imgs, gen(), masks)
     assert m.shape == (8, 1, 224, 224) and m.dtype == torch.uint8
     assert (m.sum(dim=(1, 2, 3)) == 20 * 40).all()
@@ -145,7 +147,7 @@ def test_training_crop_moves_masks_with_their_images():
 def test_mvtec_training_resizes_instead_of_cropping_for_some_images():
     imgs = torch.zeros(64, 3, 240, 240, dtype=torch.uint8)
     imgs[:, :, :8, :] = 255                                      # a bright band at the top edge
-    p = augment.Pipeline(name="t", size=224, crop_pad=0, resize_prob=0.5).fit(imgs)
+    p = pipeline.Pipeline(name="t", size=224, crop_pad=0, resize_prob=0.5).fit(imgs)
     x = p.train(imgs, gen())
     top = x[:, 0, 0, :].mean(1) > x[:, 0].mean()
     # resized images keep the band (row 0 bright); crops starting below row 8 lose it
@@ -156,7 +158,7 @@ def test_mvtec_training_resizes_instead_of_cropping_for_some_images():
 def test_jitter_takes_one_strength_per_image():
     x = torch.full((200, 3, 8, 8), 0.5)
     strengths = torch.tensor([0.0, 0.4]).repeat(100)
-    y = augment.color_jitter(x, strengths, 0.0, 0.0, 0.0, gen())
+    y = pipeline.color_jitter(x, strengths, 0.0, 0.0, 0.0, gen())
     assert torch.equal(y[strengths == 0], x[strengths == 0])
     assert (y[strengths > 0] != 0.5).any()
 
@@ -218,10 +220,10 @@ def test_official_kernel_halves_even_sizes():
 def test_loss_on_the_upsampled_map_goes_through_the_authors_kernel():
     det = fcdd.FCDD(net="fcdd_224", pipeline="mvtec", loss_on="upsampled", sigma=12.0, seed=0)
     det.fit(torch.zeros(2, 3, 240, 240, dtype=torch.uint8), epochs=0)
-    assert torch.equal(det.train_upsampler_.kernel[0, 0], fcdd.official_kernel(52, 12.0))
+    assert torch.equal(det._train_upsampler.kernel[0, 0], fcdd.official_kernel(52, 12.0))
     x = torch.randn(2, 3, 224, 224)
     A = fcdd.pseudo_huber(det.net_(x))
-    expected = fcdd.fcdd_loss(det.train_upsampler_(A), torch.tensor([0, 1]))
+    expected = fcdd.fcdd_loss(det._train_upsampler(A), torch.tensor([0, 1]))
     with torch.no_grad():
         assert float(det._forward_loss(x, torch.tensor([0, 1]))) == pytest.approx(float(expected), rel=1e-5)
         det.loss_on = "native"
@@ -242,7 +244,7 @@ def test_semi_supervised_pixel_loss_learns_where_the_defects_are(widget):
     train = data.load_mvtec("widget", "train", root=widget, size=240, channels=3)
     test = data.load_mvtec("widget", "test", root=widget, size=240, channels=3)
     moved, test = data.semi_supervised_split(test, seed=0)
-    det = fcdd.make("fcdd", "mvtec", outliers=augment.Outliers(moved), seed=0, passes=4, batch_size=12,
+    det = fcdd.make("fcdd", "mvtec", outliers=pipeline.Outliers(moved), seed=0, passes=4, batch_size=12,
                     lr=1e-2)
     det.fit(train, epochs=3, progress=False)
     out = det.score(test)
@@ -258,7 +260,7 @@ def test_unsupervised_confetti_training_runs_on_240px_images(widget):
     train = data.load_mvtec("widget", "train", root=widget, size=240, channels=3)
     det = fcdd.make("fcdd", "mvtec", outliers=fcdd.outliers("confetti", "mvtec"), seed=0, passes=1, batch_size=6)
     det.fit(train, epochs=1, progress=False)
-    assert len(det.history) == 1 and math.isfinite(det.history[0])
+    assert len(det.history_) == 1 and math.isfinite(det.history_[0])
     with pytest.raises(ValueError, match="240, cropped to 224"):
         det.fit(data.load_mvtec("widget", "train", root=widget, size=200, channels=3), epochs=1)
 
@@ -266,17 +268,17 @@ def test_unsupervised_confetti_training_runs_on_240px_images(widget):
 # ------------------------------------------------------------------------------------- watermark probe
 
 def test_watermark_box_and_paste_touch_only_the_corner():
-    rows, cols = augment.watermark_box(32, 0.4)
+    rows, cols = pipeline.watermark_box(32, 0.4)
     assert (rows, cols) == (slice(28, 32), slice(0, 13))
     x = torch.full((2, 3, 32, 32), 40, dtype=torch.uint8)
-    y = augment.paste_watermark(x, 0.4)
+    y = pipeline.paste_watermark(x, 0.4)
     inside = torch.zeros(32, 32, dtype=torch.bool)
     inside[rows, cols] = True
     assert torch.equal(y[..., ~inside], x[..., ~inside])
     assert (y[..., inside] > 40).any() and torch.equal(y[0], y[1])
-    assert augment.watermark_box(100, 0.3, "upper_right") == (slice(0, 10), slice(70, 100))
+    assert pipeline.watermark_box(100, 0.3, "upper_right") == (slice(0, 10), slice(70, 100))
     with pytest.raises(ValueError, match="corner"):
-        augment.watermark_box(32, 0.3, "middle")
+        pipeline.watermark_box(32, 0.3, "middle")
 
 
 def test_heatmap_mass_fraction_known_values():
@@ -323,14 +325,14 @@ def test_swapped_labels_and_heatmap_mass_find_a_watermark():
     never does; with swapped labels the heatmap must mark the watermark and the score must rise with it."""
     g = gen(1)
     clean = torch.randint(0, 120, (300, 1, 28, 28), generator=g, dtype=torch.uint8)
-    marked = augment.paste_watermark(clean[:150], 0.5, opacity=1.0)
-    det = fcdd.FCDD(net="fcdd_28", pipeline="none", outliers=augment.Outliers(clean[150:]), swap_labels=True,
+    marked = pipeline.paste_watermark(clean[:150], 0.5, opacity=1.0)
+    det = fcdd.FCDD(net="fcdd_28", pipeline="none", outliers=pipeline.Outliers(clean[150:]), swap_labels=True,
                     optimizer="adam", lr=1e-3, schedule="none", batch_size=32, seed=0)
     det.fit(marked, epochs=20, progress=False)
     test_clean = torch.randint(0, 120, (40, 1, 28, 28), generator=g, dtype=torch.uint8)
-    with_mark = det.score(augment.paste_watermark(test_clean, 0.5, opacity=1.0))
+    with_mark = det.score(pipeline.paste_watermark(test_clean, 0.5, opacity=1.0))
     without = det.score(test_clean)
-    rows, cols = augment.watermark_box(28, 0.5)
+    rows, cols = pipeline.watermark_box(28, 0.5)
     region = np.zeros((28, 28), bool)
     region[rows, cols] = True
     assert metrics.auc(np.r_[without.scores, with_mark.scores], np.r_[np.zeros(40), np.ones(40)]) > 0.9

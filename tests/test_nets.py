@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from oneclass import nets
+from oneclass.methods.fcdd import nets
 
 # (name, receptive field, cumulative stride, output side) from appendix B / REFERENCE_FACTS
 GEOMETRY = [

@@ -1,4 +1,4 @@
-"""oneclass.novelty: batch min-max normalisation (eq. 6) and its test-time statistics, the two L0 forms, the
+"""oneclass.methods.novelty: batch min-max normalisation (eq. 6) and its test-time statistics, the two L0 forms, the
 paper's networks, and the method's contract (seeded, clear errors)."""
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from oneclass import metrics, novelty
-from oneclass.novelty import BatchMinMax, L0Linear, NoveltyNormalization
+from oneclass import metrics
+from oneclass.methods.novelty import BatchMinMax, L0Linear, NoveltyNormalization
 
 
 def tiny_images(n=24, channels=1, size=28, seed=0):
@@ -76,10 +76,11 @@ def test_fitted_model_scores_with_the_recorded_batch_statistics(monkeypatch, nor
 
     test = tiny_images(10, seed=1)
     out = det.score(test)
-    expected = (out.combined - stats["min"][0]) / (stats["max"][0] - stats["min"][0] + 1e-12)
+    sub = out.subscores
+    expected = (sub["combined"] - stats["min"][0]) / (stats["max"][0] - stats["min"][0] + 1e-12)
     assert np.allclose(out.scores, expected, rtol=1e-5, atol=1e-6)
     # the combined score is eq. 7 of the parts
-    assert np.allclose(out.combined, 0.5 * out.reconstruction + 0.5 * out.novelty, atol=1e-6)
+    assert np.allclose(sub["combined"], 0.5 * sub["reconstruction"] + 0.5 * sub["novelty"], atol=1e-6)
 
 
 def test_terms_normalisation_reweighs_the_two_scores_with_their_own_statistics():
@@ -88,8 +89,9 @@ def test_terms_normalisation_reweighs_the_two_scores_with_their_own_statistics()
     assert len(stats["min"]) == 2
     out = det.score(tiny_images(8, seed=2))
     (lr_lo, ns_lo), (lr_hi, ns_hi) = stats["min"], stats["max"]
-    expected = 0.7 * (out.reconstruction - lr_lo) / (lr_hi - lr_lo + 1e-12) \
-        + 0.3 * (out.novelty - ns_lo) / (ns_hi - ns_lo + 1e-12)
+    sub = out.subscores
+    expected = 0.7 * (sub["reconstruction"] - lr_lo) / (lr_hi - lr_lo + 1e-12) \
+        + 0.3 * (sub["novelty"] - ns_lo) / (ns_hi - ns_lo + 1e-12)
     assert np.allclose(out.scores, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -97,7 +99,8 @@ def test_combined_normalisation_cannot_change_the_auc():
     x, test = tiny_images(16), tiny_images(20, seed=5)
     anomaly = np.r_[np.zeros(10), np.ones(10)]
     out = NoveltyNormalization(batch_size=8).fit(x, epochs=1).score(test)
-    assert metrics.auc(out.scores, anomaly) == pytest.approx(metrics.auc(out.combined, anomaly), abs=1e-12)
+    combined = out.subscores["combined"]
+    assert metrics.auc(out.scores, anomaly) == pytest.approx(metrics.auc(combined, anomaly), abs=1e-12)
 
 
 # --- L0 ---------------------------------------------------------------------------------------------------------
@@ -176,7 +179,7 @@ def test_ablation_variants_switch_the_modules():
     assert (ae.novelty_scoring, ae.normalize) == (False, "none")
     assert NoveltyNormalization.ablation("ae_norm").normalize == "combined"
     out = NoveltyNormalization.ablation("ae", batch_size=8).fit(tiny_images(8), epochs=1).score(tiny_images(4))
-    assert out.novelty is None and np.allclose(out.scores, out.reconstruction)
+    assert "novelty" not in out.subscores and np.allclose(out.scores, out.subscores["reconstruction"])
     with pytest.raises(ValueError, match="ae_norm"):
         NoveltyNormalization.ablation("ns_only")
 
@@ -195,7 +198,7 @@ def test_bad_input_errors_name_the_fix():
         det.score(tiny_images(2))
     with pytest.raises(ValueError, match="x\\[:, None\\]"):
         det.fit(torch.zeros(4, 28, 28, dtype=torch.uint8))
-    with pytest.raises(ValueError, match="x / 255"):
+    with pytest.raises(TypeError, match="uint8 pixels"):       # every detector takes uint8 images (as_images)
         det.fit(torch.full((4, 1, 28, 28), 200.0))
     with pytest.raises(ValueError, match="multiple of 4"):
         det.fit(tiny_images(4, size=30))

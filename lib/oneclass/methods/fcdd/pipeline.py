@@ -4,9 +4,15 @@ watermark of the Clever Hans probe (section 4.3).
 
 Every random choice draws from an explicit ``torch.Generator``: the same seed gives the same batches.
 Images enter as uint8 (N, C, H, W) tensors and leave as normalised float32.
+
+Devices: the images may live on any device; every result is on the device of the images it was computed from.
+Random numbers are drawn on the CPU with the (CPU) generator and then moved to the images' device, and small
+per-image parameters (jitter factors, hue matrices, blur matrices, blob fields) are built on the CPU and moved,
+so the same seed gives the same draws on every device, and on a CPU nothing is moved at all.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -40,9 +46,9 @@ def random_crop(x: torch.Tensor, size: int, pad: int = 0, gen: torch.Generator |
     n, c, h, w = x.shape
     if size > h or size > w:
         raise ValueError(f"crop size {size} exceeds the (padded) image size {h}x{w}")
-    dy = torch.randint(0, h - size + 1, (n,), generator=gen)
-    dx = torch.randint(0, w - size + 1, (n,), generator=gen)
-    ar = torch.arange(size)
+    dy = torch.randint(0, h - size + 1, (n,), generator=gen).to(x.device)
+    dx = torch.randint(0, w - size + 1, (n,), generator=gen).to(x.device)
+    ar = torch.arange(size, device=x.device)
     idx = ((dy[:, None] + ar)[:, :, None] * w + (dx[:, None] + ar)[:, None, :]).reshape(n, 1, -1)
     return x.reshape(n, c, h * w).gather(2, idx.expand(n, c, -1)).reshape(n, c, size, size)
 
@@ -57,7 +63,7 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def random_hflip(x: torch.Tensor, p: float = 0.5, gen: torch.Generator | None = None) -> torch.Tensor:
-    flip = torch.rand(x.shape[0], generator=gen) < p
+    flip = torch.rand(x.shape[0], generator=gen).to(x.device) < p
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
@@ -67,11 +73,12 @@ def _gray(x):
     return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
 
 
-def _factor(n, amount, gen):
-    """Per-image factors in [1 - a, 1 + a]; ``amount`` is a number or a tensor of n per-image strengths."""
+def _factor(n, amount, gen, device):
+    """Per-image factors in [1 - a, 1 + a] on ``device``; ``amount`` is a number or a tensor of n per-image
+    strengths (on any device). Drawn and computed on the CPU, then moved."""
     if isinstance(amount, torch.Tensor):
-        amount = amount.reshape(n, 1, 1, 1)
-    return 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * amount
+        amount = amount.reshape(n, 1, 1, 1).cpu()
+    return (1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * amount).to(device)
 
 
 def _nonzero(amount) -> bool:
@@ -81,21 +88,22 @@ def _nonzero(amount) -> bool:
 def color_jitter(x: torch.Tensor, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
                  hue: float = 0.0, gen: torch.Generator | None = None) -> torch.Tensor:
     """Per-image random brightness, contrast, saturation (factors in [1-a, 1+a]) and hue (shift in [-h, h] of a
-    turn), on float images in [0, 1]. Each strength is a number or a tensor of one strength per image. Fixed order (torchvision's ColorJitter permutes it; at the 0.01 and 0.04
-    strengths of appendix C the order does not matter), hue as a rotation in YIQ space (no HSV round trip)."""
+    turn), on float images in [0, 1]. Each strength is a number or a tensor of one strength per image. Fixed
+    order (torchvision's ColorJitter permutes it; at the 0.01 and 0.04 strengths of appendix C the order does not
+    matter), hue as a rotation in YIQ space (no HSV round trip)."""
     _check(x)
     n = x.shape[0]
     if _nonzero(brightness):
-        x = (x * _factor(n, brightness, gen)).clamp_(0, 1)
+        x = (x * _factor(n, brightness, gen, x.device)).clamp_(0, 1)
     if _nonzero(contrast):
         mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
-        f = _factor(n, contrast, gen)
+        f = _factor(n, contrast, gen, x.device)
         x = (x * f + mean * (1 - f)).clamp_(0, 1)
     if x.shape[1] == 3 and _nonzero(saturation):
-        f = _factor(n, saturation, gen)
+        f = _factor(n, saturation, gen, x.device)
         x = (x * f + _gray(x) * (1 - f)).clamp_(0, 1)
     if x.shape[1] == 3 and _nonzero(hue):
-        hue = hue.reshape(n) if isinstance(hue, torch.Tensor) else hue
+        hue = hue.reshape(n).cpu() if isinstance(hue, torch.Tensor) else hue
         x = _hue_rotate(x, (torch.rand(n, generator=gen) * 2 - 1) * hue * 2 * math.pi)
     return x
 
@@ -104,17 +112,21 @@ _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.
 
 
 def _hue_rotate(x, angle):
+    """Rotate the hue of each image of ``x`` by ``angle`` (n,) radians; the (n, 3, 3) matrices are built on the
+    CPU (``angle`` is a CPU tensor) and moved to the images' device."""
+    angle = angle.cpu()
     cos, sin = torch.cos(angle), torch.sin(angle)
     rot = torch.zeros(len(angle), 3, 3)
     rot[:, 0, 0] = 1
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
     m = torch.linalg.inv(_YIQ) @ rot @ _YIQ            # (n, 3, 3): RGB -> YIQ, rotate IQ, back
-    return torch.einsum("nij,njhw->nihw", m, x).clamp_(0, 1)
+    return torch.einsum("nij,njhw->nihw", m.to(x.device), x).clamp_(0, 1)
 
 
 def gaussian_noise(x: torch.Tensor, std, gen: torch.Generator | None = None) -> torch.Tensor:
-    """x + N(0, std^2); ``std`` is a number or a tensor broadcastable to x (e.g. one std per image)."""
-    return x + torch.randn(x.shape, generator=gen) * std
+    """x + N(0, std^2); ``std`` is a number or a tensor broadcastable to x (e.g. one std per image) on x's
+    device. The noise is drawn on the CPU and moved to x's device."""
+    return x + torch.randn(x.shape, generator=gen).to(x.device) * std
 
 
 def black_out(x: torch.Tensor, mode: str) -> torch.Tensor:
@@ -163,7 +175,8 @@ def gaussian_blur(x: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
     (benchmarks/fcdd_mvtec_throughput.py)."""
     _check(x)
     h, w = x.shape[-2:]
-    return _blur_matrix(h, size, sigma) @ x.float() @ _blur_matrix(w, size, sigma).T
+    rows, cols = _blur_matrix(h, size, sigma).to(x.device), _blur_matrix(w, size, sigma).T.to(x.device)
+    return rows @ x.float() @ cols
 
 
 @dataclass(frozen=True)
@@ -181,7 +194,8 @@ class Blob:
 
 
 def _blob_fields(n, c, h, w, density, sides, rotation, ensure_blob, dark, gen):
-    """One field of square blobs: every pixel is a blob centre with probability ``density``."""
+    """One field of square blobs: every pixel is a blob centre with probability ``density`` (a CPU tensor: the
+    blobs are drawn and painted one by one on the CPU)."""
     centres = torch.rand(n, h, w, generator=gen) < density
     if ensure_blob and density > 0:
         # images without a blob draw their field again (as the authors' code), until every one has one
@@ -250,7 +264,7 @@ def confetti_noise(images: torch.Tensor, gen: torch.Generator | None = None, *, 
     n, c, h, w = images.shape
     colored, b1 = _blob_fields(n, c, h, w, colored_density, sides, rotation, ensure_blob, False, gen)
     dark, b2 = _blob_fields(n, c, h, w, dark_density, sides, rotation, ensure_blob, True, gen)
-    field = colored + dark
+    field = (colored + dark).to(images.device)
     if blur_size and blur_sigma:
         field = gaussian_blur(field, blur_size, blur_sigma)
     base = images.float()
@@ -310,7 +324,7 @@ def paste_watermark(images: torch.Tensor, fraction: float = 0.3, corner: str = "
     if images.dtype != torch.uint8:
         raise TypeError(f"watermarks are pasted into uint8 images, got {images.dtype}")
     rows, cols = watermark_box(images.shape[-1], fraction, corner)
-    glyph = watermark_mask(rows.stop - rows.start, cols.stop - cols.start, text) * opacity
+    glyph = (watermark_mask(rows.stop - rows.start, cols.stop - cols.start, text) * opacity).to(images.device)
     out = images.clone()
     region = out[..., rows, cols].float()
     out[..., rows, cols] = ((1 - glyph) * region + glyph * 255).round().clamp(0, 255).to(torch.uint8)
@@ -318,16 +332,19 @@ def paste_watermark(images: torch.Tensor, fraction: float = 0.3, corner: str = "
 
 
 def noise_images(n: int, channels: int, size: int, gen: torch.Generator | None = None,
-                 kind: str = "uniform") -> torch.Tensor:
+                 kind: str = "uniform", device: torch.device | str | None = None) -> torch.Tensor:
     """Synthetic anomalies as uint8 images: ``uniform`` pixel noise, or ``blobs`` (uniform noise at 1/4 of
-    the resolution, upsampled: smooth, low-frequency structure)."""
+    the resolution, upsampled: smooth, low-frequency structure). Made on the CPU, returned on ``device``
+    (None: the CPU)."""
     if kind == "uniform":
-        return torch.randint(0, 256, (n, channels, size, size), generator=gen, dtype=torch.uint8)
-    if kind == "blobs":
+        out = torch.randint(0, 256, (n, channels, size, size), generator=gen, dtype=torch.uint8)
+    elif kind == "blobs":
         low = torch.rand(n, channels, max(1, size // 4), max(1, size // 4), generator=gen)
-        return (F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False) * 255).round().to(
+        out = (F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False) * 255).round().to(
             torch.uint8)
-    raise ValueError(f"unknown noise kind {kind!r}; choose 'uniform' or 'blobs'")
+    else:
+        raise ValueError(f"unknown noise kind {kind!r}; choose 'uniform' or 'blobs'")
+    return out if device is None else out.to(device)
 
 
 class Outliers:
@@ -353,6 +370,37 @@ class Outliers:
             raise ValueError("give outlier images, a noise kind or a corruption")
         self.images, self.noise, self.channels, self.size = images, noise, channels, size
         self.masks, self.corrupt = masks, corrupt
+        self._noise_device = None     # where a noise source delivers its images (None: the CPU)
+
+    @property
+    def device(self) -> torch.device | None:
+        """Where :meth:`draw` delivers: the pool's device, a noise source's (the CPU unless moved with :meth:`to`),
+        None for a corruption (it works wherever the nominal images are)."""
+        if self.images is not None:
+            return self.images.device
+        if self.noise is not None:
+            return getattr(self, "_noise_device", None) or torch.device("cpu")
+        return None
+
+    def to(self, device: torch.device | str) -> "Outliers":
+        """These outliers with the pool's images and masks on ``device`` (self when they are there already);
+        a noise source delivers its noise there; a corruption works wherever the nominal images are (self)."""
+        device = torch.device(device)
+        if self.images is not None:
+            images = self.images.to(device)
+            masks = None if self.masks is None else self.masks.to(device)
+            if images is self.images and masks is self.masks:
+                return self
+            moved = copy.copy(self)
+            moved.images, moved.masks = images, masks
+            return moved
+        if self.noise is not None:
+            if _same_device(self.device, device):
+                return self
+            moved = copy.copy(self)
+            moved._noise_device = device
+            return moved
+        return self
 
     @classmethod
     def noise_source(cls, kind: str, channels: int, size: int) -> "Outliers":
@@ -372,9 +420,10 @@ class Outliers:
     def draw_with_masks(self, n: int, gen: torch.Generator | None = None):
         """``n`` anomalies and their masks (None when the pool has none)."""
         if self.images is None:
-            return noise_images(n, self.channels, self.size, gen, self.noise), None
+            return noise_images(n, self.channels, self.size, gen, self.noise, self.device), None
         pick = torch.randint(0, len(self.images), (n,), generator=gen)
-        return self.images[pick], None if self.masks is None else self.masks[pick]
+        images = self.images[pick.to(self.images.device)]
+        return images, None if self.masks is None else self.masks[pick.to(self.masks.device)]
 
     def check(self, channels: int, size: int):
         if self.images is not None and tuple(self.images.shape[1:]) != (channels, size, size):
@@ -382,29 +431,36 @@ class Outliers:
                              f"{(channels, size, size)}: load the outliers at the nominal size and channels")
 
 
+def _same_device(a, b) -> bool:
+    """Whether two device names are the same device ('cuda' and 'cuda:0' are, when 0 is the current one)."""
+    return torch.empty(0, device=a).device == torch.empty(0, device=b).device
+
+
 def mix_outliers(nominal: torch.Tensor, outliers: Outliers | None, p: float = 0.5,
                  gen: torch.Generator | None = None):
     """Online outlier exposure (appendix C): each image of the batch is replaced, with probability ``p``, by a
     random auxiliary anomaly (or, for a corruption such as confetti noise, by its corrupted self), before
     augmentation. Returns the batch, its labels (1 = anomaly) and pixel masks (uint8 (N, 1, H, W), zeros for
-    nominal images) when the outlier pool carries masks, else None."""
-    labels = torch.zeros(len(nominal), dtype=torch.long)
+    nominal images) when the outlier pool carries masks, else None; all three on the nominal batch's device
+    (outliers drawn elsewhere are moved there: :meth:`Outliers.to` them once beforehand to avoid the copies)."""
+    dev = nominal.device
+    labels = torch.zeros(len(nominal), dtype=torch.long, device=dev)
     if outliers is None or p <= 0:
         return nominal, labels, None
-    swap = torch.rand(len(nominal), generator=gen) < p
+    swap = torch.rand(len(nominal), generator=gen).to(dev) < p
     k = int(swap.sum())
     masks = None
     if outliers.masks is not None:
-        masks = torch.zeros((len(nominal), 1, *nominal.shape[2:]), dtype=torch.uint8)
+        masks = torch.zeros((len(nominal), 1, *nominal.shape[2:]), dtype=torch.uint8, device=dev)
     if k:
         nominal = nominal.clone()
         if outliers.corrupt is not None:
-            nominal[swap] = outliers.corrupt(nominal[swap], gen)
+            nominal[swap] = outliers.corrupt(nominal[swap], gen).to(dev, nominal.dtype)
         else:
             drawn, drawn_masks = outliers.draw_with_masks(k, gen)
-            nominal[swap] = drawn.to(nominal.dtype)
+            nominal[swap] = drawn.to(dev, nominal.dtype)
             if masks is not None:
-                masks[swap] = drawn_masks
+                masks[swap] = drawn_masks.to(dev, masks.dtype)
         labels[swap] = 1
     return nominal, labels, masks
 
@@ -445,7 +501,8 @@ class Pipeline:
     scale: torch.Tensor | None = field(default=None, repr=False)
 
     def fit(self, images: torch.Tensor, chunk: int = 1024) -> "Pipeline":
-        """Normalisation statistics of the nominal training images after the test transform."""
+        """Normalisation statistics of the nominal training images after the test transform, stored on the
+        images' device."""
         total = sq = 0.0
         lo = hi = None
         count = 0
@@ -469,11 +526,14 @@ class Pipeline:
         return self
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - shift) / scale`` per channel; the statistics (kept on the device of the images :meth:`fit` saw,
+        or on the CPU after loading a checkpoint) are moved to x's device."""
         if self.shift is None:
             raise RuntimeError("pipeline is not fitted: call .fit(nominal_training_images) first")
         if self.lcn:
             x = local_contrast_normalization(x)
-        return (x - self.shift[:, None, None]) / self.scale[:, None, None]
+        shift, scale = self.shift.to(x.device), self.scale.to(x.device)
+        return (x - shift[:, None, None]) / scale[:, None, None]
 
     def _geometry_test(self, x, masks=None):
         if not self.size or x.shape[-1] == self.size:
@@ -492,7 +552,7 @@ class Pipeline:
         (N, 1, H, W) returns (batch, masks) with the masks cropped exactly as the images."""
         x = black_out(to_float(x), self.background)
         n, c = x.shape[:2]
-        if self.jitter_choices:
+        if self.jitter_choices:   # per-image strengths: drawn and kept on the CPU (color_jitter moves its factors)
             choices = torch.tensor(self.jitter_choices, dtype=torch.float32)
             amount = choices[torch.randint(0, len(choices), (n,), generator=gen)]
             x = color_jitter(x, amount, amount, amount, amount, gen)
@@ -500,11 +560,11 @@ class Pipeline:
             x = color_jitter(x, self.jitter, self.jitter, self.jitter, self.jitter, gen)
         size = self.size or x.shape[-1]
         if masks is not None:
-            x = torch.cat([x, masks.to(x.dtype)], 1)
+            x = torch.cat([x, masks.to(x.device, x.dtype)], 1)
         if self.crop_pad is not None:
             cropped = random_crop(x, size, self.crop_pad, gen)
             if self.resize_prob > 0 and x.shape[-1] != size:
-                whole = torch.rand(n, generator=gen) < self.resize_prob
+                whole = torch.rand(n, generator=gen).to(x.device) < self.resize_prob
                 if whole.any():
                     cropped[whole] = _resize(x[whole], size, c)
             x = cropped
@@ -517,7 +577,7 @@ class Pipeline:
         if self.noise:
             std = self.noise * (x.flatten(1).std(1).reshape(n, 1, 1, 1) if self.noise_relative else 1.0)
             if self.noise_prob < 1:   # (no extra draw otherwise: the other pipelines' random streams stay as they were)
-                std = std * (torch.rand(n, 1, 1, 1, generator=gen) < self.noise_prob).float()
+                std = std * (torch.rand(n, 1, 1, 1, generator=gen) < self.noise_prob).float().to(x.device)
             x = gaussian_noise(x, std, gen)
             if self.noise_relative:
                 x = x.clamp(0, 1)
