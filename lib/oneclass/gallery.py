@@ -40,6 +40,23 @@ def blur(maps, sigma: float) -> np.ndarray:
     return maps if sigma <= 0 else np.stack([gaussian_filter(m, sigma) for m in maps])
 
 
+def pick(scores, anomaly, anomalous: int = 8, nominal: int = 0, among=None) -> np.ndarray:
+    """Indices of the images a figure shows: the ``nominal`` most anomalous nominal images, then the
+    ``anomalous`` most anomalous anomalous ones, each group in increasing score (FCDD's figure 4 order).
+    ``among`` restricts the choice to these indices (e.g. :func:`oneclass.runs.gallery_index`'s subset); the
+    result indexes the full ``scores``."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    anomaly = np.asarray(anomaly).astype(bool).reshape(-1)
+    if scores.shape != anomaly.shape:
+        raise ValueError(f"{scores.size} scores but {anomaly.size} anomaly labels")
+    pool = np.arange(len(scores)) if among is None else np.asarray(among, dtype=np.int64)
+    out = []
+    for group, k in ((False, nominal), (True, anomalous)):
+        idx = pool[anomaly[pool] == group]
+        out.append(idx[np.argsort(scores[idx], kind="stable")][len(idx) - min(k, len(idx)):])
+    return np.concatenate(out).astype(np.int64)
+
+
 def _as_hwc(img: np.ndarray) -> np.ndarray:
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[0] in (1, 3):

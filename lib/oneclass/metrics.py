@@ -102,6 +102,15 @@ def pixel_auc_per_image(maps, masks) -> float:
     return float(np.mean(per))
 
 
+def pixel_aucs(maps, masks) -> dict:
+    """Both pixel AUCs of FCDD's Table 2 (pooled and per anomalous image) with the maps resized to the masks'
+    resolution, and that resolution (``gt_size``)."""
+    g = np.asarray(masks)
+    full = resize_maps(maps, g.shape[1:])
+    return {"pixel_auc_pooled": pixel_auc_pooled(full, g), "pixel_auc_per_image": pixel_auc_per_image(full, g),
+            "gt_size": int(g.shape[-1])}
+
+
 def resize_maps(maps, size) -> np.ndarray:
     """Heatmaps (N, H, W) resized bilinearly to ``size`` = (h, w) or an int, e.g. to the ground truth's
     resolution before a pixel AUC (float32; antialiased when shrinking)."""
@@ -167,9 +176,9 @@ def explanation_metrics(scores, anomaly, maps, ground_truth) -> dict:
         raise ValueError(f"{len(maps)} maps, {len(gt)} ground-truth maps and {len(anomaly)} labels: pass one of each "
                          "per test image")
     maps = _resize_like(maps, gt)
-    auc = auc(scores, anomaly)
+    detection = auc(scores, anomaly)
     acc = explanation_accuracy(maps[anomaly], gt[anomaly])
-    return {"auc": auc, "explanation_accuracy": acc, "clever_hans": clever_hans_score(auc, acc)}
+    return {"auc": detection, "explanation_accuracy": acc, "clever_hans": clever_hans_score(detection, acc)}
 
 
 def _resize_like(maps, gt):

@@ -250,14 +250,22 @@ class Run:
 
 
 def start(run_dir: str | os.PathLike | None, *, experiment: str, dataset: str, normal_class: Any, seed: int,
-          outputs: str | os.PathLike | None = None, **params) -> Run:
+          outputs: str | os.PathLike | None = None, threads: int | None = None, **params) -> Run:
     """Seed everything and open the run folder a notebook writes into.
 
     ``run_dir`` is injected by the batch runner (a temporary folder it created and will finalise); None in an
     interactive session, where the run goes to ``outputs/interactive/<experiment>/...`` on :meth:`Run.finish`.
+    Every notebook parameter is passed on (the notebook lint test checks that none is left out) and recorded in
+    the run's ``params.yaml``. ``threads`` sets torch's thread count for the run (None keeps the default: the
+    batch runner's share of the cores).
     """
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
     seed_everything(int(seed))
-    info = {"experiment": experiment, "dataset": dataset, "normal_class": normal_class, "seed": int(seed), **params}
+    info = {"experiment": experiment, "dataset": dataset, "normal_class": normal_class, "seed": int(seed),
+            "threads": threads, **params}
     if run_dir:
         path = Path(run_dir)
         path.mkdir(parents=True, exist_ok=True)

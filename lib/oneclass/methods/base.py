@@ -66,6 +66,12 @@ class Scores:
     def __len__(self) -> int:
         return len(self.scores)
 
+    @property
+    def native_maps(self) -> np.ndarray | None:
+        """The maps at the model's own resolution (what a run folder stores for every test image): ``native``
+        where the method has a low-resolution map of its own (FCDD), else ``maps``."""
+        return self.native if self.native is not None else self.maps
+
 
 def _numpy(x, dtype) -> np.ndarray:
     if isinstance(x, torch.Tensor):

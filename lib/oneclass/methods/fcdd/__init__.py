@@ -5,11 +5,11 @@ Files, by the paper's concepts: ``losses`` (eq. 1-3), ``upsample`` (Algorithm 1,
 confetti noise, watermarks), ``detectors`` (:class:`FCDD`, :class:`HSC`, :class:`AE`, per-dataset defaults).
 """
 from . import losses, nets, pipeline, upsample
-from .detectors import (AE, DATASETS, FCDD, HSC, LOAD, METHODS, defaults, input_shape, make, outliers,
-                        paper_epochs)
+from .detectors import (AE, DATASETS, FCDD, HSC, LOAD, METHODS, PAPER_NAMES, PAPER_TABLES, defaults, input_shape,
+                        make, mvtec_split, outliers, paper_epochs, paper_number)
 from .losses import EPS, fcdd_loss, hsc_loss, pixel_loss, pseudo_huber
 from .upsample import ReceptiveUpsampler, gaussian_kernel, official_kernel, receptive_upsample
 
-__all__ = ["AE", "DATASETS", "FCDD", "HSC", "LOAD", "METHODS", "defaults", "input_shape", "make", "outliers",
+__all__ = ["AE", "DATASETS", "FCDD", "HSC", "LOAD", "METHODS", "PAPER_NAMES", "PAPER_TABLES", "paper_number", "mvtec_split", "defaults", "input_shape", "make", "outliers",
            "paper_epochs", "EPS", "fcdd_loss", "hsc_loss", "pixel_loss", "pseudo_huber", "ReceptiveUpsampler",
            "gaussian_kernel", "official_kernel", "receptive_upsample", "losses", "nets", "pipeline", "upsample"]

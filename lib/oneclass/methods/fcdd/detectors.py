@@ -46,6 +46,11 @@ DATASETS = {
     "mvtec": dict(net="224", official_net="vgg_mvtec", pipeline="mvtec", optimizer="sgd", lr=1e-3,
                   weight_decay=1e-5, schedule="exponential", gamma=0.985, milestones=(), batch_size=128,
                   epochs=200, official_sigma=12.0, sigma=12.0, passes=10, loss_on="upsampled"),
+    # Semi-supervised MVTec-AD (eq. 3): as above, but without confetti noise the paper's sigma 12 does not
+    # apply: appendix A's formula (10 for this receptive field).
+    "mvtec_semi": dict(net="224", official_net="vgg_mvtec", pipeline="mvtec", optimizer="sgd", lr=1e-3,
+                       weight_decay=1e-5, schedule="exponential", gamma=0.985, milestones=(), batch_size=128,
+                       epochs=200, official_sigma=12.0, sigma=None, passes=10, loss_on="upsampled"),
     # Section 4.3: as CIFAR-10 (Adam, x0.1 at 400 / 500) on 224px squares, the ImageNet network.
     "voc": dict(net="224", official_net="vgg", pipeline="voc", optimizer="adam", lr=1e-3, weight_decay=1e-6,
                 schedule="multistep", gamma=0.1, milestones=(400, 500), batch_size=200, epochs=600,
@@ -311,25 +316,62 @@ class AE(_Method):
 METHODS = {"fcdd": FCDD, "hsc": HSC, "ae": AE}
 
 
-def make(method: str, dataset: str, net: str = "paper", **overrides) -> _Method:
-    """A method with ``dataset``'s appendix C defaults, updated by ``overrides`` (outliers, seed, lr, ...).
+def make(method: str, dataset: str, net: str = "paper", *, outliers=None, vgg_weights=None,
+         **overrides) -> _Method:
+    """A method with ``dataset``'s appendix C defaults, updated by ``overrides`` (seed, lr, sigma, ...); an
+    override that is None keeps the paper's value, so a notebook passes its parameters as they are.
     ``net``: 'paper' (appendix B's network), 'official' (the authors' code default: wide / LW3K / VGG, with
-    their explicit sigma) or a network name of ``oneclass.nets`` of the method's kind."""
+    their explicit sigma) or a network name of ``oneclass.methods.fcdd.nets`` of the method's kind.
+    ``outliers`` go to the methods that can use them (the paper's AE trains on nominal images only, so it gets
+    none); ``vgg_weights`` is the path of torchvision's VGG11-BN file for the VGG networks (offline use)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     kw = defaults(dataset, method, official=net == "official")
     if net not in ("paper", "official"):
         if not net.startswith(method + "_"):
             raise ValueError(f"network {net!r} does not fit method {method!r}: use a '{method}_...' network of "
-                             f"oneclass.nets, or 'paper' / 'official'")
+                             f"oneclass.methods.fcdd.nets, or 'paper' / 'official'")
         kw |= {"net": net, "upsample_net": nets.partner(net)}
-    return METHODS[method](**(kw | overrides))
+    if vgg_weights:
+        if "vgg" not in kw["net"]:
+            raise ValueError(f"vgg_weights is for the VGG networks (net='official' on 224px data), but the "
+                             f"network is {kw['net']!r}: leave vgg_weights unset")
+        kw["net_options"] = {"weights_path": str(vgg_weights)}
+    if METHODS[method].uses_outliers:
+        kw["outliers"] = outliers
+    return METHODS[method](**(kw | {k: v for k, v in overrides.items() if v is not None}))
 
 
 # ------------------------------------------------------------------------------ experiment helpers
 
+# The paper's names of our methods and the table each dataset's numbers are in (lib/oneclass/reported/fcdd.csv).
+PAPER_NAMES = {"fcdd": "FCDD", "hsc": "HSC", "ae": "AE"}
+PAPER_TABLES = {"fmnist": "Table 3", "cifar10": "Table 4", "imagenet30": "Table 5", "mvtec": "Table 2",
+                "mvtec_semi": "Table 2"}
+
+
+def paper_number(method: str, dataset: str, cls, background: str = "none") -> tuple[str, float | None]:
+    """Where the paper reports ``method`` on ``dataset``'s class ``cls`` and its number (None where it has none):
+    Tables 3-5 (AUC), Table 2 (MVTec-AD pixel AUC; 'mvtec_semi' is its semi-supervised row) and, with a
+    ``background`` ablation, section 4.1's mean over classes."""
+    from ... import reported
+
+    if method not in PAPER_NAMES:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(PAPER_NAMES)}")
+    if background != "none":
+        where = f"Section 4.1, FCDD ({background.replace('_', ' ')}), mean over classes"
+        return where, reported.value("fcdd", "Section 4.1", dataset, f"FCDD ({background.replace('_', ' ')})", "mean")
+    if dataset not in PAPER_TABLES:
+        raise ValueError(f"the FCDD paper has no table for {dataset!r}; it has {sorted(PAPER_TABLES)}")
+    table, name = PAPER_TABLES[dataset], PAPER_NAMES[method]
+    if dataset.startswith("mvtec"):
+        name += " (semi-supervised)" if dataset == "mvtec_semi" else ""
+        return f"{table}, {name}", reported.value("fcdd", table, "mvtec", name, cls, "pixel_auc")
+    return f"{table}, {name}", reported.value("fcdd", table, dataset, name, cls)
+
 # Image size and channels each dataset is loaded at (ImageNet: resized to 256, cropped to 224 by the pipeline).
-LOAD = {"fmnist": (28, 1), "cifar10": (32, 3), "imagenet30": (256, 3), "mvtec": (240, 3), "voc": (224, 3)}
+LOAD = {"fmnist": (28, 1), "cifar10": (32, 3), "imagenet30": (256, 3), "mvtec": (240, 3), "mvtec_semi": (240, 3),
+        "voc": (224, 3)}
 
 
 def input_shape(dataset: str) -> tuple[int, int]:
@@ -349,6 +391,8 @@ def outliers(source: str | None, dataset: str, limit: int | None = None, exclude
     from ... import data
 
     size, channels = input_shape(dataset)
+    if source is not None and not isinstance(source, str):      # labelled anomalies (semi-supervised MVTec-AD)
+        return augment.Outliers(source)
     if source in (None, "none"):
         return None
     if source == "confetti":
@@ -359,3 +403,27 @@ def outliers(source: str | None, dataset: str, limit: int | None = None, exclude
                                                seed=seed, root=root))
 
 
+MVTEC_MODES = {"unsupervised": "mvtec", "semi": "mvtec_semi"}
+
+
+def mvtec_split(category, mode: str = "unsupervised", per_defect: int = 1, seed: int = 0, size: int = 240,
+                root=None):
+    """Section 4.2's data for one MVTec-AD category: (setting, train, test, labelled). ``mode`` 'unsupervised'
+    trains on good images with confetti noise (setting 'mvtec', labelled None); 'semi' moves ``per_defect``
+    anomalous test images of every defect type, with their masks, into training (setting 'mvtec_semi', the key of
+    :data:`DATASETS` and :func:`paper_number`), and needs the category's ground-truth masks."""
+    from ... import data
+
+    if mode not in MVTEC_MODES:
+        raise ValueError(f"mode must be 'unsupervised' (confetti noise) or 'semi' (labelled anomalies with masks, "
+                         f"eq. 3), got {mode!r}")
+    train = data.load_mvtec(category, "train", root=root, size=size, channels=3)
+    test = data.load_mvtec(category, "test", root=root, size=size, channels=3)
+    labelled = None
+    if mode == "semi":
+        if not test.has_masks:
+            raise ValueError(f"semi-supervised FCDD trains on the ground-truth masks, and {train.meta['category']!r} "
+                             f"has none here ({test.meta['masks_missing']}). Put MVTec-AD's ground_truth/ folder of "
+                             "this category in place, or run mode='unsupervised'.")
+        labelled, test = data.semi_supervised_split(test, per_defect, seed)
+    return MVTEC_MODES[mode], train, test, labelled

@@ -414,6 +414,14 @@ class Outliers:
     def __len__(self):
         return len(self.images) if self.images is not None else 0
 
+    def __repr__(self) -> str:
+        if self.images is not None:
+            shape = "x".join(map(str, self.images.shape[1:]))
+            return f"Outliers({len(self.images)} images of {shape}{', with masks' if self.masks is not None else ''})"
+        if self.noise is not None:
+            return f"Outliers(noise={self.noise!r}, {self.channels}x{self.size}x{self.size}, drawn on demand)"
+        return "Outliers(a corruption of the nominal image, e.g. confetti noise)"
+
     def draw(self, n: int, gen: torch.Generator | None = None) -> torch.Tensor:
         return self.draw_with_masks(n, gen)[0]
 
