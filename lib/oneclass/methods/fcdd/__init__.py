@@ -2,9 +2,10 @@
 
 Files, by the paper's concepts: ``losses`` (eq. 1-3), ``upsample`` (Algorithm 1, appendix A), ``nets``
 (appendix B and the authors' wider networks), ``pipeline`` (appendix C's pre-processing, outlier exposure,
-confetti noise, watermarks), ``detectors`` (:class:`FCDD`, :class:`HSC`, :class:`AE`, per-dataset defaults).
+confetti noise, watermarks), ``detectors`` (:class:`FCDD`, :class:`HSC`, :class:`AE`, per-dataset defaults), ``clever_hans`` (section 4.3:
+VOC horses, the watermark probe, figure 8).
 """
-from . import losses, nets, pipeline, upsample
+from . import clever_hans, losses, nets, pipeline, upsample
 from .detectors import (AE, DATASETS, FCDD, HSC, LOAD, METHODS, PAPER_NAMES, PAPER_TABLES, defaults, input_shape,
                         make, mvtec_split, outliers, paper_epochs, paper_number)
 from .losses import EPS, fcdd_loss, hsc_loss, pixel_loss, pseudo_huber
@@ -12,4 +13,4 @@ from .upsample import ReceptiveUpsampler, gaussian_kernel, official_kernel, rece
 
 __all__ = ["AE", "DATASETS", "FCDD", "HSC", "LOAD", "METHODS", "PAPER_NAMES", "PAPER_TABLES", "paper_number", "mvtec_split", "defaults", "input_shape", "make", "outliers",
            "paper_epochs", "EPS", "fcdd_loss", "hsc_loss", "pixel_loss", "pseudo_huber", "ReceptiveUpsampler",
-           "gaussian_kernel", "official_kernel", "receptive_upsample", "losses", "nets", "pipeline", "upsample"]
+           "gaussian_kernel", "official_kernel", "receptive_upsample", "clever_hans", "losses", "nets", "pipeline", "upsample"]
