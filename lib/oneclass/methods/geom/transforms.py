@@ -24,13 +24,15 @@ class Transform(NamedTuple):
 
 
 IDENTITY = Transform(False, 0, 0, 0)
+SETS = ("geom72", "geom8", "flip", "translate")
 
 
 def transformations(kind: str | Sequence = "geom72", size: int = 32) -> list[Transform]:
     """A transformation set.
 
     ``"geom72"``: the paper's 72, index t = 36*flip + 12*i_tx + 4*i_ty + k with shifts (0, -s, +s), s = size//4
-    (8 at 32px, 16 at 64px). ``"geom8"``: flip x the four rotations (t = 4*flip + k). A sequence of
+    (8 at 32px, 16 at 64px). ``"geom8"``: flip x the four rotations (t = 4*flip + k). ``"flip"`` and
+    ``"translate"``: section 6's pairs (identity and a flip; identity and a shift by size//4). A sequence of
     :class:`Transform` (or 4-tuples) is taken as given, e.g. ``[IDENTITY, Transform(True, 0, 0, 0)]``.
     """
     if isinstance(kind, str):
@@ -40,7 +42,11 @@ def transformations(kind: str | Sequence = "geom72", size: int = 32) -> list[Tra
                     for k in range(4)]
         if kind == "geom8":
             return [Transform(f, 0, 0, k) for f in (False, True) for k in range(4)]
-        raise ValueError(f"unknown transformation set {kind!r}: use 'geom72', 'geom8' or a list of Transform")
+        if kind == "flip":          # section 6: {identity, horizontal flip}
+            return [IDENTITY, Transform(True, 0, 0, 0)]
+        if kind == "translate":     # section 6: {identity, a shift by a quarter of the side} (7px at 28px)
+            return [IDENTITY, Transform(False, s, 0, 0)]
+        raise ValueError(f"unknown transformation set {kind!r}: use one of {SETS} or a list of Transform")
     out = [Transform(bool(t[0]), int(t[1]), int(t[2]), int(t[3]) % 4) for t in kind]
     if len(out) < 2:
         raise ValueError(f"GEOM needs at least 2 transformations to classify, got {len(out)}")
