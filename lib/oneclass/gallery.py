@@ -242,3 +242,29 @@ def fcdd_sweep_figure(run_dirs: dict, images, index, eta: float = 0.93):
     rows = {label: normalize(fcdd_run_maps(path, index, images.shape[-1]), eta, "local")
             for label, path in run_dirs.items()}
     return figure(images[np.asarray(index)], rows)
+
+
+def fcdd_figure8(det, setup, out, eta: float = 0.97):
+    """FCDD figure 8 for a :class:`oneclass.methods.fcdd.clever_hans.HorseSetup`: (a) described test images from the most to the least described-like with their heatmaps;
+    (b) VOC: the described images whose heatmaps put the largest share of their mass into the lower-left
+    region; the probe: the images of (a) with the watermark pasted. Returns the two figures."""
+    from . import metrics
+
+    ours = np.flatnonzero((setup.test.anomaly == 0).numpy())
+    top = ours[np.argsort(-out.scores[ours], kind="stable")]
+    pick = np.concatenate([top[:5], top[-3:]]) if len(top) > 8 else top
+    name = setup.class_name
+    fig_a = figure(setup.test.images[pick].numpy(), {"FCDD": normalize(out.maps[pick], eta)},
+                           out.scores[pick], suptitle=f"figure 8a: {name} test images, most to least {name}-like")
+    if setup.voc:
+        mass = metrics.heatmap_mass_fraction(out.maps[ours], setup.region)
+        pick_b = ours[np.argsort(-np.nan_to_num(mass), kind="stable")[:8]]
+        images, maps, scores = setup.test.images[pick_b], out.maps[pick_b], out.scores[pick_b]
+        title = "figure 8b: the most lower-left heatmaps (watermark candidates)"
+    else:
+        images = setup.stamp(setup.test.images[pick])
+        again = det.score(images)
+        maps, scores = again.maps, again.scores
+        title = "figure 8b: the same images with the watermark pasted"
+    fig_b = figure(images.numpy(), {"FCDD": normalize(maps, eta)}, scores, suptitle=title)
+    return fig_a, fig_b

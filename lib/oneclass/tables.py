@@ -386,21 +386,3 @@ def clever_hans_summary(frame, dataset: str = "mnist_c") -> "pd.DataFrame":
     g = f.groupby("method")[["auc", "explanation_accuracy", "clever_hans"]].mean() * 100
     g["classes"] = f.groupby("method")["class"].nunique()
     return g.reindex([m for m in CH_MODELS if m in g.index]).round(1)
-
-
-# ---------------------------------------------------------------------- novelty normalization (002)
-
-def novelty_paper_numbers(dataset: str, normal_names: list, variant: str = "full") -> dict:
-    """The paper's AUCs for this run: its class cell (Tables 1-3 or 5), its mean, and the Table 4 row."""
-    from .methods.novelty import PAPER_METHOD
-
-    ours = "Novelty normalization"
-    if len(normal_names) > 1:
-        cls = "+".join(normal_names)
-        return {"table": "Table 5", "class": reported.value("novelty", "Table 5", dataset, PAPER_METHOD[variant], cls),
-                "mean": None, "ablation": None}
-    table = {"mnist": "Table 1", "cifar10": "Table 2", "fmnist": "Table 3"}[dataset]
-    return {"table": table,
-            "class": reported.value("novelty", table, dataset, ours, normal_names[0]) if variant == "full" else None,
-            "mean": reported.value("novelty", table, dataset, ours, "mean") if variant == "full" else None,
-            "ablation": reported.value("novelty", "Table 4", dataset, PAPER_METHOD[variant], "mean")}

@@ -43,3 +43,67 @@ def value(paper: str, table: str, dataset: str, method: str, cls: str, metric: s
     hit = f[(f["table"] == table) & (f["dataset"] == dataset) & (f["method"] == method) & (f["metric"] == metric)
             & (f["class"].map(class_slug) == class_slug(str(cls)))]
     return float(hit["value"].iloc[0]) if len(hit) else None
+
+
+# ----------------------------------------------------------------- one run's paper numbers, per paper
+# The paper's names of our methods and where each dataset's numbers are; the notebooks ask these functions
+# instead of keeping their own maps (the params files' `reported:` sections say the same for the tables module).
+
+FCDD_NAMES = {"fcdd": "FCDD", "hsc": "HSC", "ae": "AE"}
+FCDD_TABLES = {"fmnist": "Table 3", "cifar10": "Table 4", "imagenet30": "Table 5", "mvtec": "Table 2",
+               "mvtec_semi": "Table 2"}
+GEOM_TABLES = {"auc": "Table 1", "aupr_in": "Table 2", "aupr_out": "Table 3"}
+GEOM_SECTION6 = {"flip": "GEOM flip", "translate": "GEOM translate"}
+GEOM_SECTION6_PAIRS = {8: 3, 3: 8}
+NOVELTY_TABLES = {"mnist": "Table 1", "cifar10": "Table 2", "fmnist": "Table 3"}
+NOVELTY_ROWS = {"ae": "Autoencoder only", "ae_norm": "+ Normalization", "full": "+ NS"}   # Table 4
+
+
+def fcdd_number(method: str, dataset: str, cls, background: str = "none") -> tuple[str, float | None]:
+    """(where, number) of the FCDD paper for ``method`` on ``dataset``'s class ``cls``: Tables 3-5 (AUC),
+    Table 2 (MVTec-AD pixel AUC; dataset 'mvtec_semi' is its semi-supervised row) or, with a ``background``
+    ablation, section 4.1's mean over classes. The number is None where the paper has none."""
+    if method not in FCDD_NAMES:
+        raise ValueError(f"unknown FCDD-paper method {method!r}; choose one of {sorted(FCDD_NAMES)}")
+    if background != "none":
+        name = f"FCDD ({background.replace('_', ' ')})"
+        return f"Section 4.1, {name}, mean over classes", value("fcdd", "Section 4.1", dataset, name, "mean")
+    if dataset not in FCDD_TABLES:
+        raise ValueError(f"the FCDD paper has no table for {dataset!r}; it has {sorted(FCDD_TABLES)}")
+    table, name = FCDD_TABLES[dataset], FCDD_NAMES[method]
+    if dataset.startswith("mvtec"):
+        name += " (semi-supervised)" if dataset == "mvtec_semi" else ""
+        return f"{table}, {name}", value("fcdd", table, "mvtec", name, cls, "pixel_auc")
+    return f"{table}, {name}", value("fcdd", table, dataset, name, cls)
+
+
+def geom_number(dataset: str, cls, transforms="geom72", metric: str = "auc",
+                anomaly=None) -> tuple[str, float | None]:
+    """(where, number) of the GEOM paper: Tables 1-3 (AUROC, AUPR-in, AUPR-out) for the 72 transformations;
+    section 6 for MNIST's 'flip' / 'translate' pairs, which exist for the digit pairs 8 / 3 only (``anomaly``:
+    the other digit)."""
+    if transforms in GEOM_SECTION6:
+        if anomaly is not None and GEOM_SECTION6_PAIRS.get(int(cls)) != int(anomaly):
+            return "Section 6 (not this digit pair)", None
+        return "Section 6", value("geom", "Section 6", dataset, GEOM_SECTION6[transforms], str(cls), metric)
+    if transforms != "geom72":
+        return "no paper number for this transformation set", None
+    table = GEOM_TABLES[metric]
+    return table, value("geom", table, dataset, "GEOM", cls, metric)
+
+
+def novelty_numbers(dataset: str, normal_names: list, variant: str = "full") -> dict:
+    """The novelty-normalization paper's AUCs for a run: its class cell (Tables 1-3, or Table 5 for a
+    multi-class nominal set), the table's mean, and the Table 4 row of ``variant`` ('ae', 'ae_norm', 'full')."""
+    ours = "Novelty normalization"
+    if variant not in NOVELTY_ROWS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(NOVELTY_ROWS)}")
+    if len(normal_names) > 1:
+        cls = "+".join(normal_names)
+        return {"table": "Table 5", "class": value("novelty", "Table 5", dataset, NOVELTY_ROWS[variant], cls),
+                "mean": None, "ablation": None}
+    table = NOVELTY_TABLES[dataset]
+    full = variant == "full"
+    return {"table": table, "class": value("novelty", table, dataset, ours, normal_names[0]) if full else None,
+            "mean": value("novelty", table, dataset, ours, "mean") if full else None,
+            "ablation": value("novelty", "Table 4", dataset, NOVELTY_ROWS[variant], "mean")}

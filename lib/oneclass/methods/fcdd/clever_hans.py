@@ -4,7 +4,7 @@ that pastes a watermark into a share of the nominal training images of a one-vs-
 :func:`horse_setup` loads either set-up (VOC 2007: horse images of train against the val split; the probe: the
 one-vs-rest split with ``watermark_fraction`` of the nominal training images watermarked); :func:`probe_metrics`
 measures the detector's AUC and where its heatmaps look (the heatmap mass in the watermark region) and, for
-the probe, what pasting the watermark into the test images changes; :func:`figure8` picks figure 8's images.
+the probe, what pasting the watermark into the test images changes; :func:`oneclass.gallery.fcdd_figure8` draws figure 8 from them.
 """
 from __future__ import annotations
 
@@ -111,29 +111,3 @@ def probe_metrics(det, setup: HorseSetup, out, swap_labels: bool = True) -> dict
         "score_shift_described": float(np.mean(marked.scores[described] - out.scores[described])),
         "score_shift_other": float(np.mean(marked.scores[~described] - out.scores[~described])),
         "auc_watermarked_others": metrics.auc(mixed, positive)}
-
-
-def figure8(det, setup: HorseSetup, out, eta: float = 0.97):
-    """Figure 8: (a) described test images from the most to the least described-like with their heatmaps;
-    (b) VOC: the described images whose heatmaps put the largest share of their mass into the lower-left
-    region; the probe: the images of (a) with the watermark pasted. Returns the two figures."""
-    from ... import gallery
-
-    ours = np.flatnonzero((setup.test.anomaly == 0).numpy())
-    top = ours[np.argsort(-out.scores[ours], kind="stable")]
-    pick = np.concatenate([top[:5], top[-3:]]) if len(top) > 8 else top
-    name = setup.class_name
-    fig_a = gallery.figure(setup.test.images[pick].numpy(), {"FCDD": gallery.normalize(out.maps[pick], eta)},
-                           out.scores[pick], suptitle=f"figure 8a: {name} test images, most to least {name}-like")
-    if setup.voc:
-        mass = metrics.heatmap_mass_fraction(out.maps[ours], setup.region)
-        pick_b = ours[np.argsort(-np.nan_to_num(mass), kind="stable")[:8]]
-        images, maps, scores = setup.test.images[pick_b], out.maps[pick_b], out.scores[pick_b]
-        title = "figure 8b: the most lower-left heatmaps (watermark candidates)"
-    else:
-        images = setup.stamp(setup.test.images[pick])
-        again = det.score(images)
-        maps, scores = again.maps, again.scores
-        title = "figure 8b: the same images with the watermark pasted"
-    fig_b = gallery.figure(images.numpy(), {"FCDD": gallery.normalize(maps, eta)}, scores, suptitle=title)
-    return fig_a, fig_b

@@ -344,31 +344,6 @@ def make(method: str, dataset: str, net: str = "paper", *, outliers=None, vgg_we
 
 # ------------------------------------------------------------------------------ experiment helpers
 
-# The paper's names of our methods and the table each dataset's numbers are in (lib/oneclass/reported/fcdd.csv).
-PAPER_NAMES = {"fcdd": "FCDD", "hsc": "HSC", "ae": "AE"}
-PAPER_TABLES = {"fmnist": "Table 3", "cifar10": "Table 4", "imagenet30": "Table 5", "mvtec": "Table 2",
-                "mvtec_semi": "Table 2"}
-
-
-def paper_number(method: str, dataset: str, cls, background: str = "none") -> tuple[str, float | None]:
-    """Where the paper reports ``method`` on ``dataset``'s class ``cls`` and its number (None where it has none):
-    Tables 3-5 (AUC), Table 2 (MVTec-AD pixel AUC; 'mvtec_semi' is its semi-supervised row) and, with a
-    ``background`` ablation, section 4.1's mean over classes."""
-    from ... import reported
-
-    if method not in PAPER_NAMES:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(PAPER_NAMES)}")
-    if background != "none":
-        where = f"Section 4.1, FCDD ({background.replace('_', ' ')}), mean over classes"
-        return where, reported.value("fcdd", "Section 4.1", dataset, f"FCDD ({background.replace('_', ' ')})", "mean")
-    if dataset not in PAPER_TABLES:
-        raise ValueError(f"the FCDD paper has no table for {dataset!r}; it has {sorted(PAPER_TABLES)}")
-    table, name = PAPER_TABLES[dataset], PAPER_NAMES[method]
-    if dataset.startswith("mvtec"):
-        name += " (semi-supervised)" if dataset == "mvtec_semi" else ""
-        return f"{table}, {name}", reported.value("fcdd", table, "mvtec", name, cls, "pixel_auc")
-    return f"{table}, {name}", reported.value("fcdd", table, dataset, name, cls)
-
 # Image size and channels each dataset is loaded at (ImageNet: resized to 256, cropped to 224 by the pipeline).
 LOAD = {"fmnist": (28, 1), "cifar10": (32, 3), "imagenet30": (256, 3), "mvtec": (240, 3), "mvtec_semi": (240, 3),
         "voc": (224, 3)}

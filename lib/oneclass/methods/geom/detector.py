@@ -300,25 +300,3 @@ def transformed(images, transforms="geom72", size: int | None = None) -> np.ndar
     n, T = x.shape[0], len(ts)
     out = apply(x.repeat_interleave(T, 0), torch.arange(T).repeat(n), index_maps(ts, x.shape[-1]))
     return ((out + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).reshape(n, T, *x.shape[1:]).numpy()
-
-
-# Section 6: the normal digit and the digit it is tested against; the paper's method name per transformation set.
-SECTION6_PARTNERS = {8: 3, 3: 8}
-PAPER_NAMES = {"geom72": "GEOM", "flip": "GEOM flip", "translate": "GEOM translate"}
-
-
-def paper_number(dataset: str, cls, transforms="geom72", metric: str = "auc",
-                 anomaly=None) -> tuple[str, float | None]:
-    """Where the paper reports GEOM on ``dataset``'s class ``cls`` and its number (None where it has none):
-    Tables 1-3 (AUROC, AUPR-in, AUPR-out) for the 72 transformations; section 6 for MNIST's 'flip' /
-    'translate' pairs, which exist only for the digit pairs 8 / 3 (``anomaly``: the other digit)."""
-    from ... import reported
-
-    if not isinstance(transforms, str) or transforms not in PAPER_NAMES:
-        return "no paper number for this transformation set", None
-    if transforms != "geom72":
-        if anomaly is not None and SECTION6_PARTNERS.get(int(cls)) != int(anomaly):
-            return "section 6 (other digit pair)", None
-        return "Section 6", reported.value("geom", "Section 6", dataset, PAPER_NAMES[transforms], str(cls), metric)
-    table = {"auc": "Table 1", "aupr_in": "Table 2", "aupr_out": "Table 3"}[metric]
-    return table, reported.value("geom", table, dataset, "GEOM", cls, metric)

@@ -83,11 +83,12 @@ class NoveltyNormalization(Detector):
     @classmethod
     def ablation(cls, variant: str, **hyper) -> "NoveltyNormalization":
         """A row of Table 4: 'ae' (autoencoder only), 'ae_norm' (+ normalization), 'full' (+ NS).
-        ``normalize`` in ``hyper`` replaces the row's normalisation (e.g. 'terms' for the full model)."""
+        ``normalize`` in ``hyper`` replaces the row's normalisation (e.g. 'terms' for the full model); a
+        hyperparameter given as None keeps the row's (or the class's) default."""
         if variant not in ABLATION:
             raise ValueError(f"unknown ablation variant {variant!r}; choose one of {sorted(ABLATION)}")
         ns, norm = ABLATION[variant]
-        return cls(**({"novelty_scoring": ns, "normalize": norm} | hyper))
+        return cls(**({"novelty_scoring": ns, "normalize": norm} | {k: v for k, v in hyper.items() if v is not None}))
 
     # -- building
 
@@ -221,7 +222,6 @@ class NoveltyNormalization(Detector):
 # --- notebook helpers -------------------------------------------------------------------------------------------
 
 LOAD = {"mnist": (28, 1), "fmnist": (28, 1), "cifar10": (32, 3)}
-PAPER_METHOD = {"ae": "Autoencoder only", "ae_norm": "+ Normalization", "full": "+ NS"}
 
 
 def input_shape(dataset: str) -> tuple[int, int]:
