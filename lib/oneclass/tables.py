@@ -249,7 +249,7 @@ def build_experiment(exp, preset: str, outputs: str | Path | None = None) -> Pat
 # ---------------------------------------------------------------------- the Clever Hans paper (003)
 
 CH_MODELS = ("kde", "ae", "deep", "bag")
-CH_PAPER_NAMES = {"kde": "KDE", "ae": "Auto", "deep": "Deep", "bag": "Bag"}
+CH_PAPER_NAMES = reported.CLEVERHANS_NAMES
 
 
 def run_explanation_metrics(run_dir, write: bool = False) -> dict:

@@ -172,6 +172,8 @@ class Detector:
 
     #: constructor arguments that hold data (outlier corpora) rather than settings; not written by save()
     data_params: tuple = ()
+    #: whether ``score(..., maps=True)`` returns heatmaps (False: ``maps`` is always None, e.g. an OC-SVM)
+    gives_maps: bool = True
 
     # -- hyperparameters
     @classmethod

@@ -55,6 +55,9 @@ FCDD_TABLES = {"fmnist": "Table 3", "cifar10": "Table 4", "imagenet30": "Table 5
 GEOM_TABLES = {"auc": "Table 1", "aupr_in": "Table 2", "aupr_out": "Table 3"}
 GEOM_SECTION6 = {"flip": "GEOM flip", "translate": "GEOM translate"}
 GEOM_SECTION6_PAIRS = {8: 3, 3: 8}
+GEOM_COMPETITORS = {"deep_svdd": "E2E-OC-SVM", "raw_ocsvm": "RAW-OC-SVM", "cae_ocsvm": "CAE-OC-SVM", "dsebm": "DSEBM",
+                    "dagmm": "DAGMM", "adgan": "ADGAN"}              # GEOM's Table 1 columns
+CLEVERHANS_NAMES = {"kde": "KDE", "ae": "Auto", "deep": "Deep", "bag": "Bag"}
 NOVELTY_TABLES = {"mnist": "Table 1", "cifar10": "Table 2", "fmnist": "Table 3"}
 NOVELTY_ROWS = {"ae": "Autoencoder only", "ae_norm": "+ Normalization", "full": "+ NS"}   # Table 4
 
@@ -107,3 +110,20 @@ def novelty_numbers(dataset: str, normal_names: list, variant: str = "full") -> 
     return {"table": table, "class": value("novelty", table, dataset, ours, normal_names[0]) if full else None,
             "mean": value("novelty", table, dataset, ours, "mean") if full else None,
             "ablation": value("novelty", "Table 4", dataset, NOVELTY_ROWS[variant], "mean")}
+
+
+def competitor_number(method: str, dataset: str, cls, metric: str = "auc") -> tuple[str, float | None]:
+    """(where, number) of the GEOM paper for one of its competitors (Tables 1-3 by ``metric``)."""
+    if method not in GEOM_COMPETITORS:
+        raise ValueError(f"unknown competitor {method!r}; choose one of {sorted(GEOM_COMPETITORS)}")
+    table = GEOM_TABLES[metric]
+    return f"{table}, {GEOM_COMPETITORS[method]}", value("geom", table, dataset, GEOM_COMPETITORS[method], cls, metric)
+
+
+def cleverhans_number(model: str, dataset: str, cls, metric: str = "auc") -> float | None:
+    """The Clever Hans paper's number for ``model`` on corruption / category ``cls``: figure 2 (``auc``) or
+    figure 3 (``clever_hans``; given for each model's top three corruptions only)."""
+    if model not in CLEVERHANS_NAMES:
+        raise ValueError(f"unknown Clever Hans model {model!r}; choose one of {sorted(CLEVERHANS_NAMES)}")
+    figure = {"auc": "Figure 2", "clever_hans": "Figure 3"}[metric]
+    return value("cleverhans", figure, dataset, CLEVERHANS_NAMES[model], cls, metric)

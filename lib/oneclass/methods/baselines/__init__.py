@@ -26,6 +26,8 @@ The CAE / DSEBM / DAGMM / ADGAN networks are the authors' DCGAN-like pair (:clas
 :class:`ConvDecoder`): three stride-2 3x3 convolutions (64, 128, 256; a fourth, 512, at 64px) with batch norm
 and ReLU, a dense code; the decoder mirrors it with transposed convolutions and a tanh output.
 """
+import numpy as np
+
 from . import adgan, common, dagmm, deep_svdd, dsebm, ocsvm
 from .adgan import ADGAN
 from .common import GAMMA_GRID, METHODS, NU_GRID, ConvDecoder, ConvEncoder, prepare
@@ -34,20 +36,67 @@ from .deep_svdd import SVDD_NETS, SVDD_SCHEDULES, DeepSVDD, LeNet, LeNetDecoder,
 from .dsebm import DSEBM
 from .ocsvm import OCSVM, consistent, train_cae
 
+_MAKERS = {"deep_svdd": (DeepSVDD, {}), "raw_ocsvm": (OCSVM, {"features": "raw"}),
+           "cae_ocsvm": (OCSVM, {"features": "cae"}), "dsebm": (DSEBM, {}), "dagmm": (DAGMM, {}),
+           "adgan": (ADGAN, {})}
+
+
 def build(method: str, **hyper):
-    """A detector by the notebooks' method name (``METHODS``); ``hyper`` goes to its constructor."""
-    makers = {"deep_svdd": (DeepSVDD, {}), "raw_ocsvm": (OCSVM, {"features": "raw"}),
-              "cae_ocsvm": (OCSVM, {"features": "cae"}), "dsebm": (DSEBM, {}), "dagmm": (DAGMM, {}),
-              "adgan": (ADGAN, {})}
-    if method not in makers:
+    """A detector by the notebooks' method name (``METHODS``) with ``hyper`` for its constructor. So that one
+    notebook can run every competitor with one set of parameters, a keyword that another competitor takes but
+    this one does not is left out, and a None value keeps the constructor's default; a keyword that no
+    competitor takes is refused (a misspelling)."""
+    if method not in _MAKERS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    cls, fixed = makers[method]
-    return cls(**(fixed | hyper))
+    cls, fixed = _MAKERS[method]
+    known = set().union(*(set(c._param_names()) for c, _ in _MAKERS.values()))
+    unknown = sorted(set(hyper) - known)
+    if unknown:
+        raise TypeError(f"no competitor takes {unknown}; the constructors take {sorted(known)}")
+    mine = set(cls._param_names())
+    return cls(**(fixed | {k: v for k, v in hyper.items() if k in mine and v is not None}))
 
 
-# The method names of the GEOM paper's Table 1 columns (lib/oneclass/reported/geom.csv).
-PAPER_NAMES = {"deep_svdd": "E2E-OC-SVM", "raw_ocsvm": "RAW-OC-SVM", "cae_ocsvm": "CAE-OC-SVM", "dsebm": "DSEBM",
-               "dagmm": "DAGMM", "adgan": "ADGAN"}
+def fit(det, train, test=None, epochs: int | None = None, ae_epochs: int | None = None, progress=None):
+    """``det.fit(train)`` with what that competitor takes: ``epochs`` (None: the paper's), Deep SVDD's
+    ``ae_epochs`` (None: its paper's), and, for an OC-SVM that selects (nu, gamma) in hindsight, the labelled
+    ``test`` set (the GEOM paper's oracle; the held-out selection never sees it). Returns the fitted detector."""
+    kw = {"progress": progress} | ({"epochs": epochs} if epochs is not None else {})
+    if ae_epochs is not None and isinstance(det, DeepSVDD):
+        kw["ae_epochs"] = ae_epochs
+    if isinstance(det, OCSVM) and det.oracle:
+        kw["hindsight_test"] = test
+    return det.fit(train, **kw)
+
+
+def test_limit(method: str, test_limit: int | None, inversion_limit: int | None) -> int | None:
+    """How many test images a competitor scores: ``test_limit``, and for ADGAN (whose inversion per image is
+    slow) at most ``inversion_limit`` (the authors score 5,000)."""
+    limits = [n for n in (test_limit, inversion_limit if method == "adgan" else None) if n is not None]
+    return min(limits) if limits else None
+
+
+def selection(det) -> dict:
+    """What an OC-SVM's (nu, gamma) selection kept and whether it was the oracle; {} for the other competitors
+    (the metrics a run stores beside the detection metrics)."""
+    if not isinstance(det, OCSVM):
+        return {}
+    return {"nu": det.nu_, "gamma": det.gamma_, "oracle": bool(det.oracle)}
+
+
+def selection_report(det) -> str:
+    """One paragraph on an OC-SVM's selection: the data it looked at, the (nu, gamma) it kept, and the spread of
+    the grid's test AUROCs (hindsight) or how many grid points were consistent (held out)."""
+    if not isinstance(det, OCSVM):
+        return f"{type(det).__name__}: no hyperparameter selection (the paper's fixed settings)"
+    info = det.selected_on_
+    text = (f"selection {det.selection!r} looked at {info['n_images']} {info['data']} images (labels used: "
+            f"{info['labels_used']}); kept nu = {det.nu_}, gamma = 2^{np.log2(det.gamma_):.0f}")
+    if det.oracle:
+        aucs = np.array([r["test_auc"] for r in det.grid_])
+        return text + (f"\ntest AUROC over the grid: min {aucs.min():.3f}, median {np.median(aucs):.3f}, "
+                       f"max {aucs.max():.3f} (ORACLE: chosen on test labels)")
+    return text + f"\n{sum(r['consistent'] for r in det.grid_)} of {len(det.grid_)} grid points consistent"
 
 
 def input_shape(dataset: str) -> tuple[int, int]:
@@ -57,6 +106,7 @@ def input_shape(dataset: str) -> tuple[int, int]:
     return geom_shape(dataset)
 
 
-__all__ = ["ADGAN", "DAGMM", "DSEBM", "DeepSVDD", "OCSVM", "METHODS", "PAPER_NAMES", "NU_GRID", "GAMMA_GRID", "build",
+__all__ = ["ADGAN", "DAGMM", "DSEBM", "DeepSVDD", "OCSVM", "METHODS", "NU_GRID", "GAMMA_GRID", "build",
+           "fit", "test_limit", "selection", "selection_report",
            "input_shape", "prepare", "ConvEncoder", "ConvDecoder", "LeNet", "LeNetDecoder", "SVDD_NETS",
            "SVDD_SCHEDULES", "gcn_l1", "svdd_center", "consistent", "train_cae", "gmm_energy", "gmm_parameters"]

@@ -30,6 +30,8 @@ class ADGAN(Detector):
     all seeds (and ``chunk`` images) run batched with ``torch.func.vmap``.
     """
 
+    gives_maps = False
+
     def __init__(self, noise_dim: int = 256, lr: float = 1e-4, gp: float = 20.0, critic_steps: int = 2,
                  batch_size: int = 128, batches_per_epoch: int = 100, n_seeds: int = 8, steps: int = 5,
                  z_lr: float = 0.25, g_lr: float = 5e-5, chunk: int = 2, size: int | None = None,

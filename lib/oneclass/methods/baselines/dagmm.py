@@ -42,6 +42,8 @@ class DAGMM(Detector):
     the whole training set after training (the DAGMM paper's choice; the authors' Keras code keeps the last
     training batch's estimate)."""
 
+    gives_maps = False
+
     def __init__(self, rep_dim: int = 5, n_components: int = 3, lambda_energy: float = 0.01,
                  lambda_diag: float = 5e-4, lr: float = 1e-3, batch_size: int = 256, size: int | None = None,
                  seed: int | None = None, device=None, precision: str = "fp32"):

@@ -65,6 +65,8 @@ class OCSVM(Detector):
     subsample to 5,000 / 2,500 on CatsVsDogs because the SVM is quadratic in N).
     """
 
+    gives_maps = False
+
     def __init__(self, features: str = "raw", selection: str = "hindsight", nus=NU_GRID, gammas=GAMMA_GRID,
                  heldout_fraction: float = 0.2, svm_limit: int | None = None, cae_rep_dim: int = 256,
                  cae_lr: float = 1e-3, cae_batch_size: int = 128, size: int | None = None, seed: int | None = None,

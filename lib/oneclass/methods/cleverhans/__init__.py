@@ -5,7 +5,7 @@ Files: ``models`` (KDE, autoencoder, deep one-class, bag in neuralized form: sec
 """
 from . import lrp, models, protocols
 from .lrp import L2Pool, lrp_composite, lrp_squared_norm
-from .models import (CORRUPTIONS, KDE, MODELS, PAPER_NAMES, Autoencoder, Bag, BlockAE, DeepOneClass, FeatureCNN,
+from .models import (CORRUPTIONS, KDE, MODELS, Autoencoder, Bag, BlockAE, DeepOneClass, FeatureCNN,
                      LeNetAE, build, fit_cached, smin, sq_distances)
 from .protocols import Protocol, fit_and_explain, mnist_c_protocol, mvtec_protocol
 
@@ -18,7 +18,7 @@ def input_shape(dataset: str) -> tuple[int, int]:
     return shapes[dataset]
 
 
-__all__ = ["CORRUPTIONS", "KDE", "MODELS", "PAPER_NAMES", "Autoencoder", "Bag", "BlockAE", "DeepOneClass",
+__all__ = ["CORRUPTIONS", "KDE", "MODELS", "Autoencoder", "Bag", "BlockAE", "DeepOneClass",
            "FeatureCNN", "LeNetAE", "L2Pool", "build", "fit_cached", "smin", "sq_distances", "lrp_composite",
            "lrp_squared_norm", "Protocol", "fit_and_explain", "mnist_c_protocol", "mvtec_protocol", "input_shape",
            "lrp", "models", "protocols"]

@@ -44,7 +44,6 @@ from ..base import Detector, Scores, as_images, seeded
 from .lrp import L2Pool, lrp_squared_norm
 
 MODELS = ("kde", "ae", "deep", "bag")
-PAPER_NAMES = {"kde": "KDE", "ae": "Auto", "deep": "Deep", "bag": "Bag"}
 
 
 def _float(x: torch.Tensor) -> torch.Tensor:
