@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from oneclass import cleverhans
+from oneclass import tables
 from nbrun import run_smoke
 from test_mnist_c import fake_mnist
 
@@ -18,7 +18,7 @@ def _check(run, n_test):
         assert f"{name}_fit_seconds" in m
     z = np.load(run["path"] / "maps.npz")
     assert z["native"].shape[0] == n_test and z["ground_truth"].shape == z["native"].shape
-    again = cleverhans.run_explanation_metrics(run["path"])
+    again = tables.run_explanation_metrics(run["path"])
     assert again["explanation_accuracy"] == pytest.approx(m["explanation_accuracy"], abs=2e-3)  # float16 maps
 
 

@@ -40,11 +40,11 @@ def blur(maps, sigma: float) -> np.ndarray:
     return maps if sigma <= 0 else np.stack([gaussian_filter(m, sigma) for m in maps])
 
 
-def pick(scores, anomaly, anomalous: int = 8, nominal: int = 0, among=None) -> np.ndarray:
+def pick(scores, anomaly, anomalous: int = 8, nominal: int = 0, among=None, descending: bool = False) -> np.ndarray:
     """Indices of the images a figure shows: the ``nominal`` most anomalous nominal images, then the
     ``anomalous`` most anomalous anomalous ones, each group in increasing score (FCDD's figure 4 order).
     ``among`` restricts the choice to these indices (e.g. :func:`oneclass.runs.gallery_index`'s subset); the
-    result indexes the full ``scores``."""
+    result indexes the full ``scores``. ``descending`` reverses the whole order (the most anomalous first)."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     anomaly = np.asarray(anomaly).astype(bool).reshape(-1)
     if scores.shape != anomaly.shape:
@@ -54,7 +54,8 @@ def pick(scores, anomaly, anomalous: int = 8, nominal: int = 0, among=None) -> n
     for group, k in ((False, nominal), (True, anomalous)):
         idx = pool[anomaly[pool] == group]
         out.append(idx[np.argsort(scores[idx], kind="stable")][len(idx) - min(k, len(idx)):])
-    return np.concatenate(out).astype(np.int64)
+    order = np.concatenate(out).astype(np.int64)
+    return order[::-1].copy() if descending else order
 
 
 def _as_hwc(img: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ from . import lrp, models, protocols
 from .lrp import L2Pool, lrp_composite, lrp_squared_norm
 from .models import (CORRUPTIONS, KDE, MODELS, Autoencoder, Bag, BlockAE, DeepOneClass, FeatureCNN,
                      LeNetAE, build, fit_cached, smin, sq_distances)
-from .protocols import Protocol, fit_and_explain, mnist_c_protocol, mvtec_protocol
+from .protocols import Protocol, fit_and_explain, hyperparameters, mnist_c_protocol, mvtec_protocol, protocol
 
 
 def input_shape(dataset: str) -> tuple[int, int]:
@@ -20,5 +20,5 @@ def input_shape(dataset: str) -> tuple[int, int]:
 
 __all__ = ["CORRUPTIONS", "KDE", "MODELS", "Autoencoder", "Bag", "BlockAE", "DeepOneClass",
            "FeatureCNN", "LeNetAE", "L2Pool", "build", "fit_cached", "smin", "sq_distances", "lrp_composite",
-           "lrp_squared_norm", "Protocol", "fit_and_explain", "mnist_c_protocol", "mvtec_protocol", "input_shape",
+           "lrp_squared_norm", "Protocol", "fit_and_explain", "hyperparameters", "protocol", "mnist_c_protocol", "mvtec_protocol", "input_shape",
            "lrp", "models", "protocols"]

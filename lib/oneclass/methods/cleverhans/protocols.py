@@ -90,6 +90,32 @@ def mvtec_protocol(category: str, root=None, size: int = 64, channels: int | Non
                     anomaly=te.anomaly[keep], ground_truth=gt, labels=te.labels[keep], note=note)
 
 
+def protocol(dataset: str, cls, n_train: int | None = None, n_val: int = 1000, n_test: int | None = None,
+             size: int = 64, seed: int = 0, root=None) -> Protocol:
+    """The protocol of one run: ``dataset`` 'mnist_c' (``cls`` a corruption; :func:`mnist_c_protocol`) or
+    'mvtec' (``cls`` a category at ``size`` px; :func:`mvtec_protocol`)."""
+    if dataset == "mnist_c":
+        return mnist_c_protocol(cls, root=root, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+    if dataset == "mvtec":
+        return mvtec_protocol(cls, root=root, size=size, seed=seed)
+    raise ValueError(f"the Clever Hans paper evaluates 'mnist_c' and 'mvtec', not {dataset!r}")
+
+
+def hyperparameters(dataset: str, seed: int = 0, ae_epochs: int = 10, deep_pretrain: str = "",
+                    deep_pretrain_limit: int | None = None, deep_epochs: int = 2, lrp_gamma: float = 0.25,
+                    cache_dir=None, device=None, precision: str = "fp32") -> dict:
+    """Each model's constructor arguments for ``dataset`` (what :func:`fit_and_explain` takes): the
+    autoencoder's architecture (LeNet for MNIST-C, four blocks for MVTec-AD) and the deep model's labelled
+    substitute set (``deep_pretrain``; empty: Fashion-MNIST for MNIST-C, Tiny ImageNet for MVTec-AD)."""
+    common = {"device": device, "precision": precision}
+    pretrain = deep_pretrain or ("fmnist" if dataset == "mnist_c" else "tiny_imagenet")
+    return {"kde": dict(common),
+            "ae": {"arch": "lenet" if dataset == "mnist_c" else "blocks", "epochs": ae_epochs, "seed": seed} | common,
+            "deep": {"pretrain": pretrain, "pretrain_limit": deep_pretrain_limit, "epochs": deep_epochs,
+                     "seed": seed, "lrp_gamma": lrp_gamma,
+                     "cache_dir": None if cache_dir is None else str(cache_dir)} | common}
+
+
 def fit_and_explain(model: str, proto: Protocol, hyper: dict, cache_dir=None, progress=None):
     """Fit ``model`` ('kde', 'ae', 'deep' or 'bag' = all three plus the bag) on a protocol and score and
     explain its test set. Returns (Output, fitted models by name, facts: fit / score seconds per model, whether
@@ -113,7 +139,7 @@ def fit_and_explain(model: str, proto: Protocol, hyper: dict, cache_dir=None, pr
         seconds[f"{name}_{chosen.strip('_')}"] = getattr(fitted[name], chosen, None)
     if model != "bag":
         return parts[model], fitted, seconds
-    bag = Bag(fitted).fit(val=proto.val[proto.val_anomaly == 0])
+    bag = Bag(fitted, device=hyper.get("kde", {}).get("device")).fit(val=proto.val[proto.val_anomaly == 0])
     fitted["bag"] = bag
     return bag.score(proto.test, parts=parts), fitted, seconds
 
