@@ -75,7 +75,11 @@ def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
 def _parse_parameters(notebook: Path, mtime_ns: int) -> dict[str, dict]:
     import nbformat
 
-    nb = nbformat.read(str(notebook), as_version=4)
+    return notebook_parameters_from(nbformat.read(str(notebook), as_version=4), notebook)
+
+
+def notebook_parameters_from(nb, notebook: str | Path = "the notebook") -> dict[str, dict]:
+    """:func:`notebook_parameters` of a notebook already read (an nbformat node)."""
     cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
     if len(cells) != 1:
         raise ParamsError(f"{notebook} must have exactly one code cell tagged 'parameters' (found {len(cells)})")
