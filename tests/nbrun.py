@@ -36,7 +36,7 @@ def run_smoke(params_file, tmp_path, data_root=None, classes=None, seeds=None, j
     return [runs.read_run(p) for p in runs.finished_runs(out / "smoke")]
 
 
-def run_interactive(params_file, tmp_path, data_root=None) -> dict:
+def run_interactive(params_file, tmp_path, data_root=None, **overrides) -> dict:
     """Execute the first run of the smoke preset as a user in JupyterLab would: no ``run_dir``, so the notebook
     itself must finish its run (``run.finish()``) into ``outputs/interactive/``. Returns the finished run's
     ``runs.read_run`` dict; fails when the notebook left no finished folder, or left a temporary one behind."""
@@ -44,7 +44,7 @@ def run_interactive(params_file, tmp_path, data_root=None) -> dict:
 
     repo = Path(__file__).resolve().parents[1]
     params_file = Path(params_file) if Path(params_file).is_absolute() else repo / params_file
-    spec = params.expand(params.load(params_file), "smoke")[0]
+    spec = params.expand(params.load(params_file), "smoke", overrides=overrides or None)[0]
     out = Path(tmp_path) / "interactive-outputs"
     saved = {k: os.environ.get(k) for k in ("ONECLASS_DATA", "ONECLASS_OUTPUTS")}
     os.environ["ONECLASS_OUTPUTS"] = str(out)

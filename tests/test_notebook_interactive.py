@@ -34,7 +34,7 @@ def _mnist_and_fmnist(root):
 
 
 CASES = {   # params file -> (data writer, does the run store model.pt)
-    "params/fcdd/fmnist.yaml": (_fmnist_with_oe, True),
+    "params/fcdd/fmnist.yaml": (_fmnist_with_oe, True),      # (outlier_limit: the fake corpus has 12 images)
     "params/fcdd/mvtec.yaml": (_mvtec, True),
     "params/fcdd/watermark.yaml": (_cifar_with_oe, True),
     "params/geom/fmnist.yaml": (lambda r: datagen.write_fmnist_like(r, n_train=40, n_test=30), True),
@@ -60,7 +60,8 @@ def test_interactive_run_finishes_its_folder_and_its_model_reloads(params_file, 
     write, saves_model = CASES[params_file]
     root = tmp_path / "data"
     write(root)
-    run = run_interactive(params_file, tmp_path, data_root=root)
+    overrides = {"outlier_limit": 12} if params_file == "params/fcdd/fmnist.yaml" else {}
+    run = run_interactive(params_file, tmp_path, data_root=root, **overrides)
     path = run["path"]
     assert "interactive" in path.parts and path.name == f"seed_{run['params']['seed']}"
     assert (path / "model.pt").exists() == saves_model

@@ -76,7 +76,7 @@ def test_experiment_notebooks_start_and_finish_a_run(path):
     assert starts == (path.stem not in ("tables", "heatmap_explorer")), "an experiment notebook opens a run"
 
 
-def _notebook(*sources, parameters="dataset = 'fmnist'\nseed = 0\nrun_dir = None\nmethod = 'fcdd'"):
+def _notebook(*sources, parameters="dataset = 'fmnist'\nnormal_class = 0\nseed = 0\nrun_dir = None\nmethod = 'fcdd'"):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(parameters)] + [nbformat.v4.new_code_cell(s) for s in sources]
     nb.cells[0].metadata["tags"] = ["parameters"]

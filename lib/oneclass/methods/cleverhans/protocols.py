@@ -139,7 +139,7 @@ def fit_and_explain(model: str, proto: Protocol, hyper: dict, cache_dir=None, pr
         seconds[f"{name}_{chosen.strip('_')}"] = getattr(fitted[name], chosen, None)
     if model != "bag":
         return parts[model], fitted, seconds
-    bag = Bag(fitted, device=hyper.get("kde", {}).get("device")).fit(val=proto.val[proto.val_anomaly == 0])
+    bag = Bag(dict(fitted), device=hyper.get("kde", {}).get("device")).fit(val=proto.val[proto.val_anomaly == 0])
     fitted["bag"] = bag
     return bag.score(proto.test, parts=parts), fitted, seconds
 
