@@ -46,16 +46,14 @@ DATASETS = {
     "mvtec": dict(net="224", official_net="vgg_mvtec", pipeline="mvtec", optimizer="sgd", lr=1e-3,
                   weight_decay=1e-5, schedule="exponential", gamma=0.985, milestones=(), batch_size=128,
                   epochs=200, official_sigma=12.0, sigma=12.0, passes=10, loss_on="upsampled"),
-    # Semi-supervised MVTec-AD (eq. 3): as above, but without confetti noise the paper's sigma 12 does not
-    # apply: appendix A's formula (10 for this receptive field).
-    "mvtec_semi": dict(net="224", official_net="vgg_mvtec", pipeline="mvtec", optimizer="sgd", lr=1e-3,
-                       weight_decay=1e-5, schedule="exponential", gamma=0.985, milestones=(), batch_size=128,
-                       epochs=200, official_sigma=12.0, sigma=None, passes=10, loss_on="upsampled"),
     # Section 4.3: as CIFAR-10 (Adam, x0.1 at 400 / 500) on 224px squares, the ImageNet network.
     "voc": dict(net="224", official_net="vgg", pipeline="voc", optimizer="adam", lr=1e-3, weight_decay=1e-6,
                 schedule="multistep", gamma=0.1, milestones=(400, 500), batch_size=200, epochs=600,
                 official_sigma=8.0),
 }
+# Semi-supervised MVTec-AD (eq. 3): as MVTec-AD, but without confetti noise the paper's sigma 12 does not apply:
+# appendix A's formula (10 for this receptive field).
+DATASETS["mvtec_semi"] = DATASETS["mvtec"] | {"sigma": None}
 AE_SIZE = {"28": 28, "28_wide": 28, "32": 32, "32_lw3k": 32, "224": 224, "vgg": 224, "vgg_mvtec": 224}
 
 
@@ -386,7 +384,7 @@ def mvtec_split(category, mode: str = "unsupervised", per_defect: int = 1, seed:
     """Section 4.2's data for one MVTec-AD category: (setting, train, test, labelled). ``mode`` 'unsupervised'
     trains on good images with confetti noise (setting 'mvtec', labelled None); 'semi' moves ``per_defect``
     anomalous test images of every defect type, with their masks, into training (setting 'mvtec_semi', the key of
-    :data:`DATASETS` and :func:`paper_number`), and needs the category's ground-truth masks."""
+    :data:`DATASETS` and of :func:`oneclass.reported.fcdd_number`), and needs the category's ground-truth masks."""
     from ... import data
 
     if mode not in MVTEC_MODES:
