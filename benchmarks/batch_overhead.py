@@ -2,7 +2,9 @@
 
     .venv/bin/python benchmarks/batch_overhead.py [--repeats 5]
 
-Runs the toy experiment of the tests (synthetic scores, no training), so what it measures is the runner itself.
+Runs the toy experiment of the tests (synthetic scores, no training), so what it measures is the runner itself. It
+is the one benchmark that needs the Jupyter stack (papermill, nbformat) and takes no ``--device``: nothing in it
+runs on an accelerator.
 """
 import argparse
 import statistics

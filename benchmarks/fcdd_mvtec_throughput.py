@@ -1,6 +1,7 @@
 """FCDD on MVTec-AD: where a training step's time goes, and end to end against the bare model step.
 
-    python benchmarks/fcdd_mvtec_throughput.py [--threads N] [--batch B] [--repeats R]
+    python benchmarks/fcdd_mvtec_throughput.py [--device cuda] [--threads N] [--batch B] [--repeats R]
+                                               [--precision auto|fp32|bf16]
 
 Per batch of B random uint8 240px images (content does not change the cost), medians of R rounds after one
 warm-up round:
@@ -13,46 +14,43 @@ warm-up round:
 """
 from __future__ import annotations
 
-import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
-from oneclass import augment, fcdd
-
-
-def median_seconds(fn, repeats):
-    times = []
-    for r in range(repeats + 1):
-        t = time.perf_counter()
-        fn()
-        if r:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+import common
+from oneclass.methods import fcdd
+from oneclass.methods.fcdd import pipeline as augment
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=None)
+    ap = common.parser(__doc__)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"])
     a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    if a.smoke:
+        a.batch, a.repeats = 2, 1
+    dev = common.setup(a)
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (a.batch, 3, 240, 240), generator=g, dtype=torch.uint8)
-    conf = augment.Outliers.confetti()
-    field = torch.randn(a.batch // 2, 3, 240, 240)
-    ax = torch.arange(25.0) - 12
+    x = common.images(a.batch, 3, 240, 0, dev)
+    conf = augment.Outliers.confetti().to(dev)
+    field = torch.randn(a.batch // 2, 3, 240, 240, generator=g).to(dev)
+    ax = torch.arange(25.0, device=dev) - 12
     k1 = torch.exp(-ax ** 2 / 50)
     k2 = (k1[:, None] * k1[None] / k1.sum() ** 2)[None, None]
 
-    det = fcdd.make("fcdd", "mvtec", outliers=conf, seed=0, passes=1, batch_size=a.batch)
-    det.fit(x, epochs=0, progress=False)
+    def make(seed):
+        return fcdd.make("fcdd", "mvtec", outliers=conf, seed=seed, passes=1, batch_size=a.batch, device=dev,
+                         precision=a.precision)
+
+    det = make(0).fit(x, epochs=0, progress=False)
     batch = det.pipeline_.train(x, g)
-    y = (torch.rand(a.batch, generator=g) < 0.5).long()
+    y = (torch.rand(a.batch, generator=g) < 0.5).long().to(dev)
+
+    def median_seconds(fn, repeats):
+        return common.seconds(fn, dev, repeats)
     opt = torch.optim.SGD(det.net_.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
     det.net_.train()
 
@@ -72,15 +70,14 @@ def main():
         "step, loss on the upsampled 224x224 map": median_seconds(lambda: step("upsampled"), a.repeats),
     }
     n = a.batch * 4
-    train = torch.randint(0, 256, (n, 3, 240, 240), generator=g, dtype=torch.uint8)
+    train = common.images(n, 3, 240, 1)
     e2e = []
     for r in range(a.repeats + 1):
-        run = fcdd.make("fcdd", "mvtec", outliers=conf, seed=r, passes=1, batch_size=a.batch)
-        run.fit(train, epochs=1, progress=False)
+        run = make(r).fit(train, epochs=1, progress=False)
         if r:
-            e2e.append(n / run.epoch_seconds[0])
+            e2e.append(n / run.epoch_seconds_[0])
     bare = a.batch / rows["step, loss on the upsampled 224x224 map"]
-    print(f"FCDD MVTec-AD, paper network fcdd_224, batch {a.batch}, {torch.get_num_threads()} thread(s), "
+    print(f"FCDD MVTec-AD, paper network fcdd_224, batch {a.batch}, {det.device_}, precision {det.precision_}, "
           f"medians of {a.repeats}")
     for name, s in rows.items():
         print(f"  {name:48s} {s * 1000:8.1f} ms/batch  ({a.batch / s:7.1f} img/s)")
