@@ -125,7 +125,7 @@ def test_gallery_index_takes_both_ends_of_both_groups_and_shares_random_picks():
 
 def test_notebook_parameters_are_read_with_types():
     p = params.notebook_parameters(TOY_NB)
-    assert p["n"] == {"default": 200, "types": (int,)}
+    assert p["n"] == {"default": 200, "types": (int,), "constraint": None}
     assert p["normal_class"]["types"] == (int, str, list)
     assert params.notebook_parameters(TOY_NB)["seed"]["types"] == (int,)
     assert p["run_dir"]["types"] == ()

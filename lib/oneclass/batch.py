@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -57,13 +58,36 @@ def _stored_parameters(final: Path) -> dict | None:
     return (yaml.safe_load(f.read_text()) or {}).get("parameters") if f.exists() else None
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def plain(text: str) -> str:
+    """``text`` without terminal colour codes (IPython colours its tracebacks)."""
+    return ANSI.sub("", text)
+
+
 def _error_text(err: BaseException) -> str:
-    # papermill's execution error carries the kernel-side traceback; keep both sides.
+    """error.txt: for a failed cell, its source and the kernel's traceback (plain text), then the runner's side."""
     kernel_tb = getattr(err, "traceback", None)
-    text = "".join(traceback.format_exception(err))
+    parts = []
     if kernel_tb:
-        text += "\n--- kernel traceback ---\n" + "\n".join(kernel_tb)
-    return text
+        cell = getattr(err, "exec_count", None)
+        parts += [f"{summary(err)}\n", f"--- the failing cell (execution count {cell}) ---",
+                  plain(getattr(err, "source", "") or "").rstrip(), "", "--- kernel traceback ---",
+                  plain("\n".join(kernel_tb)).rstrip(), ""]
+    parts += ["--- runner traceback ---", plain("".join(traceback.format_exception(err))).rstrip()]
+    return "\n".join(parts) + "\n"
+
+
+def summary(err: BaseException) -> str:
+    """One line for the batch's report: the exception's type and the first line of its message (for a notebook
+    cell, the kernel's exception, not papermill's wrapper), colour codes removed."""
+    ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
+    if ename:
+        lines = plain(str(evalue or "")).strip().splitlines()
+        return f"{ename}: {lines[0]}" if lines else ename
+    lines = plain(str(err)).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def _fail(tmp: Path, final: Path, text: str) -> Path:
@@ -145,9 +169,7 @@ def execute(spec: P.RunSpec, outputs: str, redo: bool = False, threads: int | No
                                    "run.save_metrics(...) (see CONTRIBUTING.md)")
         except Exception as err:  # noqa: BLE001 - any failure of one run is recorded, the batch goes on
             failed = _fail(tmp, final, _error_text(err))
-            first = str(err).strip().splitlines()
-            return Result(spec.label, "failed", time.time() - start, str(failed),
-                          (first[0] if first else type(err).__name__)[:300])
+            return Result(spec.label, "failed", time.time() - start, str(failed), summary(err)[:300])
         seconds = time.time() - start
         (tmp / "env.json").write_text(json.dumps(environment(seconds, tmp), indent=2))
         (tmp / MANAGED_MARKER).unlink()
@@ -162,6 +184,42 @@ def execute(spec: P.RunSpec, outputs: str, redo: bool = False, threads: int | No
         return Result(spec.label, "done", seconds, str(final))
     finally:
         lock.release()
+
+
+# --- data before kernels -----------------------------------------------------------------------------------
+
+def datasets_needed(specs: list[P.RunSpec]) -> list[tuple[str, object]]:
+    """(dataset, class) pairs the grid reads: each run's dataset with its class where the class picks files (an
+    MVTec-AD category, an MNIST-C corruption), and every parameter whose value names a known dataset (an
+    outlier-exposure corpus, a pretraining set); or, where the params file has a ``data:`` list, those datasets
+    (``data: []`` for a notebook that reads none)."""
+    from .data import canonical
+
+    def name(value):
+        try:
+            return canonical(value) if isinstance(value, str) and value else None
+        except ValueError:
+            return None
+
+    needed = []
+    for spec in specs:
+        if spec.meta.get("data") is not None:      # the params file lists what its notebook reads
+            needed += [p for p in ((name(d) or d, None) for d in spec.meta["data"]) if p not in needed]
+            continue
+        ds = name(spec.dataset)
+        pairs = [(ds, spec.normal_class if ds in ("mvtec", "mnist_c") else None)] if ds else []
+        pairs += [(n, None) for key, v in spec.parameters.items() if key != "dataset" and (n := name(v))]
+        needed += [p for p in pairs if p not in needed]
+    return needed
+
+
+def prepare_data(specs: list[P.RunSpec], download=None) -> None:
+    """Every dataset the grid needs, on disk before any kernel starts: downloaded here, once, where missing and
+    allowed; else DatasetMissingError (files expected, where to get them)."""
+    from . import data
+
+    for dataset, normal in datasets_needed(specs):
+        data.require(dataset, download=download, normal=normal)
 
 
 # --- executors ----------------------------------------------------------------------------------------------
@@ -242,7 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--outputs", help="outputs root (default $ONECLASS_OUTPUTS or ./outputs)")
     ap.add_argument("--data", help="data root (sets ONECLASS_DATA for the notebooks)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a notebook parameter (a YAML value), e.g. --set epochs=3; repeat for more")
+                    help="override a notebook parameter (a YAML value), e.g. --set epochs=3; repeat for more; on a "
+                         "key the preset varies, narrows that axis to the value")
+    ap.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2",
+                    help="run every value of a parameter (YAML values, comma-separated), replacing the preset's "
+                         "axis for that key or adding one")
     ap.add_argument("--executor", default="local", choices=("local", "dask"))
     ap.add_argument("--scheduler", help="dask scheduler address for --executor dask")
     ap.add_argument("--dry-run", action="store_true", help="list the runs and exit")
@@ -257,9 +319,15 @@ def main(argv: list[str] | None = None) -> int:
             if not sep:
                 raise P.ParamsError(f"--set takes KEY=VALUE, got {item!r}")
             overrides[key] = yaml.safe_load(value)
+        vary = {}
+        for item in args.vary:
+            key, sep, values = item.partition("=")
+            if not sep or not values:
+                raise P.ParamsError(f"--vary takes KEY=V1,V2,..., got {item!r}")
+            vary[key] = [yaml.safe_load(v) for v in values.split(",")]
         classes = [int(c) if c.isdigit() else c for c in args.classes] if args.classes else None
         experiments = [P.load(p) for p in args.params]
-        specs = [s for e in experiments for s in P.expand(e, args.preset, classes, args.seeds, overrides)]
+        specs = [s for e in experiments for s in P.expand(e, args.preset, classes, args.seeds, overrides, vary)]
     except P.ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -267,6 +335,13 @@ def main(argv: list[str] | None = None) -> int:
         for s in specs:
             print(s.label)
         return 0
+    from .data import DatasetMissingError
+
+    try:
+        prepare_data(specs)
+    except DatasetMissingError as err:
+        print(f"error: {err}\n(no run was started)", file=sys.stderr)
+        return 2
     print(f"{len(specs)} runs, preset {args.preset}, -j {args.jobs}, outputs {outputs_root(args.outputs)}")
     results = run_batch(specs, args.outputs, args.jobs, args.redo, args.executor, args.scheduler)
     counts = Counter(r.status for r in results)

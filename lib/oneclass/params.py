@@ -2,13 +2,35 @@
 
 A params file (``params/<paper>/<name>.yaml``, see CONTRIBUTING.md) names a notebook, a dataset, a grid of
 classes x seeds (x optional extra axes under ``vary``) and presets smoke / quick / paper. :func:`expand` turns it
-into :class:`RunSpec` s after checking every parameter's name and type against the notebook's parameters cell and
-every class against the dataset: papermill only warns about unknown parameters, we refuse before anything runs.
+into :class:`RunSpec` s after checking every parameter against the notebook's parameters cell and every class
+against the dataset: papermill only warns about unknown parameters, we refuse before anything runs.
+
+What the parameters cell declares, and :func:`check_parameters` enforces:
+
+- the **type**: the annotation (``epochs: int | None = None``), else the default's type;
+- **allowed values or a range**, as a bracket at the start of the parameter's comment::
+
+      method = "fcdd"        # [fcdd | hsc | ae] the method of Table 3
+      lr: float | None = None  # [> 0] None: the paper's
+      oe_prob = 0.5          # [0..1] probability of swapping a sample for an outlier
+      lambda1 = 0.5          # [>= 0, < 1]
+
+  Alternatives are YAML scalars separated by ``|`` (``null`` is None); a range is ``>=``/``>``/``<=``/``<``
+  bounds separated by commas, or ``a..b`` (both ends included). None passes a range when the type allows None;
+  a list's elements are checked one by one.
+- **checks that need the library** (a network that does not take the dataset's image size, an unknown outlier
+  source), named on a comment line of the cell: ``# checked by: oneclass.methods.fcdd.check_parameters``. That
+  function takes every resolved parameter and returns a list of problems (strings; empty when all is well).
 """
 from __future__ import annotations
 
 import ast
+import importlib
+import io
 import itertools
+import operator
+import re
+import tokenize
 from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +40,7 @@ import yaml
 
 PRESETS = ("smoke", "quick", "paper")
 TOP_KEYS = {"notebook", "experiment", "dataset", "classes", "seeds", "vary", "params", "presets", "reported",
-            "description", "deviations"}
+            "description", "deviations", "data"}
 PRESET_KEYS = {"classes", "seeds", "vary", "params", "description", "deviations"}
 REQUIRED_PARAMETERS = ("dataset", "normal_class", "seed", "run_dir")
 TYPE_NAMES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict, "None": type(None)}
@@ -26,6 +48,76 @@ TYPE_NAMES = {"int": int, "float": float, "str": str, "bool": bool, "list": list
 
 class ParamsError(ValueError):
     """A params file or a parameter that cannot run; the message lists what is valid."""
+
+
+_BOUND = re.compile(r"^(>=|>|<=|<)\s*(\S+)$")
+_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+CHECKED_BY = re.compile(r"^#\s*checked by:\s*([\w.]+)\s*$", re.M)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Allowed values or bounds of a parameter, from the bracket that starts its comment."""
+
+    text: str
+    allowed: tuple = ()
+    bounds: tuple = ()     # (operator symbol, number)
+
+    @classmethod
+    def parse(cls, body: str, name: str, notebook) -> "Constraint":
+        items = [b.strip() for b in body.split(",")]
+        bounds = []
+        for item in items:
+            if ".." in item and "|" not in item:
+                lo, _, hi = item.partition("..")
+                bounds += [(">=", _number(lo, name, notebook)), ("<=", _number(hi, name, notebook))]
+            elif _BOUND.match(item):
+                op, num = _BOUND.match(item).groups()
+                bounds.append((op, _number(num, name, notebook)))
+            else:
+                bounds = None
+                break
+        if bounds:
+            return cls(body, bounds=tuple(bounds))
+        allowed = tuple(yaml.safe_load(v.strip()) for v in body.split("|") if v.strip())
+        if not allowed:
+            raise ParamsError(f"{notebook}: parameter {name!r} has an empty constraint []")
+        return cls(body, allowed=allowed)
+
+    def problem(self, value) -> str | None:
+        """Why ``value`` breaks the constraint, or None."""
+        if isinstance(value, (list, tuple)):
+            return next((p for p in map(self.problem, value) if p), None)
+        if value is None:
+            return None
+        if self.allowed:
+            if value in self.allowed and not (isinstance(value, bool) and not any(a is value for a in self.allowed)):
+                return None
+            return "one of " + " | ".join(str(a) for a in self.allowed)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if all(_OPS[op](value, bound) for op, bound in self.bounds):
+            return None
+        return " and ".join(f"{op} {bound:g}" for op, bound in self.bounds)
+
+
+def _number(text: str, name: str, notebook) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ParamsError(f"{notebook}: parameter {name!r}: {text!r} in its constraint is not a number") from None
+
+
+def _comments(source: str) -> dict[int, str]:
+    """Line number -> the comment on that line (tokenize, so a '#' inside a string is not a comment)."""
+    out = {}
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT:
+                out[tok.start[0]] = tok.string[1:].strip()
+    except (tokenize.TokenError, IndentationError):
+        pass
+    return out
 
 
 @dataclass(frozen=True)
@@ -64,8 +156,9 @@ def _annotation_types(node: ast.AST | None) -> tuple[type, ...] | None:
 
 
 def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
-    """The parameters cell's names -> {'default', 'types'} (types from the annotation, else the default's type;
-    a None default without annotation accepts anything)."""
+    """The parameters cell's names -> {'default', 'types', 'constraint'} (types from the annotation, else the
+    default's type; a None default without annotation accepts anything; constraint: a :class:`Constraint` or
+    None)."""
     path = Path(notebook).resolve()
     found = _parse_parameters(path, path.stat().st_mtime_ns)
     return {k: dict(v) for k, v in found.items()}
@@ -84,6 +177,7 @@ def notebook_parameters_from(nb, notebook: str | Path = "the notebook") -> dict[
     if len(cells) != 1:
         raise ParamsError(f"{notebook} must have exactly one code cell tagged 'parameters' (found {len(cells)})")
     found = {}
+    comments = _comments(cells[0].source)
     for stmt in ast.parse(cells[0].source).body:
         target, value, ann = None, None, None
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
@@ -99,12 +193,47 @@ def notebook_parameters_from(nb, notebook: str | Path = "the notebook") -> dict[
         types = _annotation_types(ann)
         if types is None:
             types = () if default is None else (type(default),)
-        found[target] = {"default": default, "types": types}
+        comment = comments.get(stmt.end_lineno, "")
+        constraint = None
+        if comment.startswith("["):
+            body, closed, _ = comment[1:].partition("]")
+            if not closed:
+                raise ParamsError(f"{notebook}: parameter {target!r}: its comment opens a constraint '[' but "
+                                  "does not close it")
+            constraint = Constraint.parse(body, target, notebook)
+            bad = constraint.problem(default)
+            if bad:
+                raise ParamsError(f"{notebook}: parameter {target!r}: the default {default!r} breaks its own "
+                                  f"constraint ({bad})")
+        found[target] = {"default": default, "types": types, "constraint": constraint}
     missing = [p for p in REQUIRED_PARAMETERS if p not in found]
     if missing:
         raise ParamsError(f"{notebook}: the parameters cell lacks {missing}; every experiment notebook has "
                           f"{list(REQUIRED_PARAMETERS)} (see CONTRIBUTING.md)")
     return found
+
+
+def checker(notebook: str | Path):
+    """The function named on the parameters cell's ``# checked by: module.function`` line, or None."""
+    path = Path(notebook).resolve()
+    target = _checker_name(path, path.stat().st_mtime_ns)
+    if target is None:
+        return None
+    module, _, name = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ParamsError(f"{notebook}: '# checked by: {target}' names no function ({err})") from err
+
+
+@lru_cache(maxsize=64)
+def _checker_name(notebook: Path, mtime_ns: int) -> str | None:
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", []))
+    found = CHECKED_BY.search(cell.source)
+    return found.group(1) if found else None
 
 
 def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
@@ -119,21 +248,41 @@ def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
     return isinstance(value, types)
 
 
-def check_parameters(notebook: str | Path, values: dict, where: str = "") -> None:
-    """Refuse unknown names and wrong types, listing the notebook's parameters."""
+def check_parameters(notebook: str | Path, values: dict, where: str = "", sources: dict | None = None) -> None:
+    """Refuse unknown names, wrong types, values outside a parameter's constraint and what the notebook's
+    checker finds, naming the parameter, the value, what is allowed and (``sources``: name -> where the value
+    was set) where it came from."""
     declared = notebook_parameters(notebook)
     declared["normal_class"]["types"] = declared["normal_class"]["types"] and (int, str, list)   # names or sets
-    problems = []
+    sources = sources or {}
+    problems, unknown = [], False
+
+    def origin(name):
+        return f" (set {sources[name]})" if name in sources else ""
+
     for name, value in values.items():
         if name not in declared:
-            problems.append(f"unknown parameter {name!r}")
+            problems.append(f"unknown parameter {name!r}{origin(name)}")
+            unknown = True
         elif not _type_ok(value, declared[name]["types"]):
             want = " | ".join(t.__name__ for t in declared[name]["types"])
-            problems.append(f"parameter {name!r} = {value!r} is {type(value).__name__}, expected {want}")
-    if problems:
+            problems.append(f"parameter {name!r} = {value!r} is {type(value).__name__}, expected {want}"
+                            f"{origin(name)}")
+        elif declared[name]["constraint"] is not None and declared[name]["constraint"].problem(value):
+            problems.append(f"parameter {name!r} = {value!r} is not allowed: "
+                            f"{declared[name]['constraint'].problem(value)}{origin(name)}")
+    if unknown:
         valid = ", ".join(f"{n} ({' | '.join(t.__name__ for t in d['types']) or 'any'}, default {d['default']!r})"
                           for n, d in declared.items())
         raise ParamsError(f"{where}{'; '.join(problems)}.\nValid parameters of {Path(notebook).name}: {valid}")
+    if problems:
+        raise ParamsError(f"{where}{'; '.join(problems)}")
+    check = checker(notebook)
+    if check is not None:
+        resolved = {n: d["default"] for n, d in declared.items()} | values
+        found = list(check(resolved))
+        if found:
+            raise ParamsError(f"{where}{'; '.join(found)}")
 
 
 # --- the params file side -----------------------------------------------------------------------------------
@@ -211,14 +360,34 @@ def _resolve_classes(dataset: str, classes: Any) -> list:
 
 
 def expand(exp: Experiment, preset: str, classes: list | None = None, seeds: list[int] | None = None,
-           overrides: dict | None = None) -> list[RunSpec]:
-    """All runs of one preset (classes and seeds may be narrowed on the command line), validated."""
+           overrides: dict | None = None, vary: dict | None = None) -> list[RunSpec]:
+    """All runs of one preset, validated. ``classes`` / ``seeds`` narrow the grid; ``overrides`` (``--set``) set
+    parameters, and an override of a key the file varies narrows that axis to the value (which must be on it);
+    ``vary`` (``--vary``) replaces an axis's values or adds an axis."""
     p = exp.preset(preset)
     where = f"{exp.path} [{preset}]: "
-    common = dict(exp.raw.get("params") or {}) | dict(p.get("params") or {}) | dict(overrides or {})
+    overrides, vary_cli = dict(overrides or {}), dict(vary or {})
+    file_vary = dict(exp.raw.get("vary") or {}) | dict(p.get("vary") or {})
+    axes_values = {k: (v if isinstance(v, list) else [v]) for k, v in file_vary.items()}
+    for key, values in vary_cli.items():
+        if key in overrides:
+            raise ParamsError(f"{where}{key!r} is given both by --set and by --vary; use one")
+        axes_values[key] = list(values)
+    for key in [k for k in overrides if k in axes_values]:
+        value = overrides.pop(key)
+        if value not in axes_values[key]:
+            raise ParamsError(f"{where}--set {key}={value!r}: {key!r} is varied by this preset over "
+                              f"{axes_values[key]}; --set narrows that axis to one of its values (or use "
+                              f"--vary {key}=V1,V2 to run other values)")
+        axes_values[key] = [value]
+    sources = {k: f"in {exp.path.name}'s params" for k in exp.raw.get("params") or {}}
+    sources |= {k: f"in preset {preset!r}" for k in p.get("params") or {}}
+    sources |= {k: "by --set" for k in overrides} | {k: "on the vary axis" for k in file_vary}
+    sources |= {k: "by --vary" for k in vary_cli}
+    common = dict(exp.raw.get("params") or {}) | dict(p.get("params") or {}) | overrides
     for reserved in ("normal_class", "seed", "run_dir"):
-        if reserved in common:
-            raise ParamsError(f"{where}{reserved!r} is set by the grid, not under params; use classes / seeds")
+        if reserved in common or reserved in axes_values:
+            raise ParamsError(f"{where}{reserved!r} is set by the grid, not as a parameter; use classes / seeds")
     if common.setdefault("dataset", exp.dataset) != exp.dataset:
         raise ParamsError(f"{where}params.dataset {common['dataset']!r} differs from the file's dataset "
                           f"{exp.dataset!r}: one params file per dataset")
@@ -227,9 +396,8 @@ def expand(exp: Experiment, preset: str, classes: list | None = None, seeds: lis
     except (KeyError, ValueError, IndexError) as err:
         raise ParamsError(f"{where}{err}") from err
     seed_list = [int(s) for s in (seeds if seeds else p.get("seeds", exp.raw.get("seeds", [0])))]
-    vary = dict(exp.raw.get("vary") or {}) | dict(p.get("vary") or {})
-    axes = [[(k, v) for v in (vals if isinstance(vals, list) else [vals])] for k, vals in vary.items()]
-    meta = {"params_file": str(exp.path.resolve()), "reported": exp.raw.get("reported"),
+    axes = [[(k, v) for v in vals] for k, vals in axes_values.items()]
+    meta = {"params_file": str(exp.path.resolve()), "reported": exp.raw.get("reported"), "data": exp.raw.get("data"),
             "description": p.get("description") or exp.raw.get("description"),
             "deviations": list(exp.raw.get("deviations") or []) + list(p.get("deviations") or [])}
     # params.yaml records every parameter the notebook ran with: its defaults, then what the file sets
@@ -240,7 +408,7 @@ def expand(exp: Experiment, preset: str, classes: list | None = None, seeds: lis
         for cls in class_list:
             for seed in seed_list:
                 values = common | dict(combo) | {"normal_class": cls, "seed": seed}
-                check_parameters(exp.notebook, values, where)
+                check_parameters(exp.notebook, values, where, sources)
                 specs.append(RunSpec(exp.notebook, name, preset, exp.dataset, cls, seed, defaults | values, meta))
     if not specs:
         raise ParamsError(f"{where}the grid is empty (no classes or no seeds)")

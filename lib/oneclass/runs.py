@@ -162,7 +162,9 @@ def write_yaml(path: Path, data: Mapping) -> None:
 def _check_finite(name: str, values: np.ndarray) -> None:
     bad = ~np.isfinite(values)
     if bad.any():
-        raise ValueError(f"{name} has {int(bad.sum())} non-finite value(s) (NaN or inf) out of {values.size}: "
+        where = [i[0] if len(i) == 1 else tuple(i) for i in np.argwhere(bad)[:5].tolist()]
+        raise ValueError(f"{name} has {int(bad.sum())} non-finite value(s) (NaN or inf) out of {values.size}, "
+                         f"first at index {', '.join(map(str, where))}: "
                          "the model diverged or a score underflowed; lower the learning rate, check the inputs' "
                          "normalisation, or compute the score in log space")
 

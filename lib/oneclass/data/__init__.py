@@ -10,7 +10,7 @@ states the layout it reads: ``idx`` (MNIST, Fashion-MNIST, EMNIST letters), ``ci
 Missing data is downloaded with torchvision where that is possible and allowed; otherwise (and when the
 download fails) DatasetMissingError says which files to put where. Nothing is ever substituted.
 """
-from .api import classes, load, one_vs_rest, resolve_class, subsample
+from .api import classes, load, one_vs_rest, require, resolve_class, subsample
 from .catalog import DATASETS, IMAGENET30_CLASSES, canonical
 from .core import (CorruptImageError, DatasetInfo, DatasetMissingError, ImageSet, Split, UnknownClassError,
                    class_slug, data_root, match_class, resize, to_channels)
@@ -20,7 +20,7 @@ from .mvtec import load_mvtec, load_mvtec_folder, load_mvtec_masks, mvtec_catego
 from .outliers import load_outliers
 
 __all__ = [
-    "data_root", "DATASETS", "classes", "resolve_class", "class_slug", "load", "one_vs_rest", "load_outliers",
+    "data_root", "DATASETS", "classes", "require", "resolve_class", "class_slug", "load", "one_vs_rest", "load_outliers",
     "subsample",
     "load_mvtec", "load_mvtec_folder", "mvtec_categories", "semi_supervised_split", "load_mvtec_masks", "ImageSet", "Split", "DatasetInfo",
     "DatasetMissingError", "CorruptImageError", "UnknownClassError", "canonical", "match_class",

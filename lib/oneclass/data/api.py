@@ -6,10 +6,11 @@ import dataclasses
 import torch
 
 from .catalog import DATASETS, canonical
-from .cifar import load_cifar
-from .core import ImageSet, Split, check_channels, check_size, data_root, fit, match_class, valid_classes
+from .cifar import _LAYOUT as _CIFAR_LAYOUT, load_cifar
+from .core import DatasetMissingError, ImageSet, Split, UnknownClassError, check_channels, check_size, data_root, fit, match_class, valid_classes
+from .download import ensure
 from .folders import folder_classes, load_folder_dataset
-from .idx import load_idx_dataset
+from .idx import _existing, idx_files, load_idx_dataset
 from .mvtec import load_mvtec, mvtec_categories
 from .voc import load_voc
 
@@ -142,3 +143,51 @@ def subsample(images: ImageSet, limit: int | None, seed: int = 0) -> ImageSet:
         idx = torch.nonzero(key == value).flatten()
         picks.append(idx[torch.randperm(len(idx), generator=g)[:k]])
     return images.subset(torch.cat(picks).sort().values)
+
+
+def require(dataset: str, root=None, download=None, normal=None) -> None:
+    """Make sure ``dataset``'s files are under the data root without reading them: download what is missing
+    when that is possible and allowed, else raise DatasetMissingError naming the files expected and where to get
+    them. ``normal``: the class a run needs (an MVTec-AD category, an MNIST-C corruption). The batch runner calls
+    this once per dataset before any kernel starts, so parallel runs never download the same files at once."""
+    name = canonical(dataset)
+    root = data_root(root)
+    if name in ("mnist", "fmnist", "emnist_letters"):
+        files = [f for split in ("train", "test") for f in idx_files(name, split, root)]
+        ensure(name, root, files, download, exists=lambda p: _existing(p).exists())
+    elif name in _CIFAR_LAYOUT:
+        folder, splits, meta, _, _ = _CIFAR_LAYOUT[name]
+        ensure(name, root, [root / folder / f for files in splits.values() for f in files] + [root / folder / meta],
+               download)
+    elif name == "tiny_imagenet":
+        base = root / "tiny-imagenet-200"
+        ensure(name, root, [base / "wnids.txt", base / "train"], download)   # val is checked when it is read
+    elif name in ("imagenet30", "imagenet22k", "imagenet1k_val"):
+        folder_classes(name, root)      # raises DatasetMissingError for a missing or empty class tree
+    elif name == "catsvsdogs":
+        absent = [root / "PetImages" / c for c in DATASETS[name].classes if not (root / "PetImages" / c).is_dir()]
+        if absent:
+            raise DatasetMissingError.build(name, root, absent, DATASETS[name].source, DATASETS[name].layout)
+    elif name == "voc2007":
+        base = root / "VOCdevkit" / "VOC2007"
+        absent = [p for p in (base / "ImageSets" / "Main", base / "JPEGImages", base / "Annotations")
+                  if not p.is_dir()]
+        if absent:
+            raise DatasetMissingError.build(name, root, absent, DATASETS[name].source, DATASETS[name].layout)
+    elif name == "mvtec":
+        folder = root / "mvtec_anomaly_detection"
+        if normal is not None:
+            categories = mvtec_categories(root)
+            try:
+                folder = folder / categories[match_class("mvtec", categories, normal)]
+            except UnknownClassError:
+                folder = folder / str(normal)
+        expected = [folder / "train" / "good", folder / "test"] if normal is not None else [folder]
+        absent = [p for p in expected if not p.is_dir()]
+        if absent:
+            raise DatasetMissingError.build(name, root, absent, DATASETS[name].source, DATASETS[name].layout)
+    elif name == "mnist_c":
+        # MNIST-C is regenerated from MNIST where its corruption folder is missing
+        corruptions = [normal] if isinstance(normal, str) else list(DATASETS[name].classes)
+        if any(not (root / "mnist_c" / c).is_dir() for c in corruptions):
+            require("mnist", root, download)

@@ -51,6 +51,11 @@ class Scores:
     def __post_init__(self):
         self.scores = _numpy(self.scores, np.float64).reshape(-1)
         n = len(self.scores)
+        bad = np.flatnonzero(~np.isfinite(self.scores))
+        if bad.size:
+            raise FloatingPointError(f"{bad.size} of {n} scores are NaN or infinite (test images {bad[:10].tolist()}"
+                                     f"{' ...' if bad.size > 10 else ''}): the model diverged or a score "
+                                     "overflowed; a run never averages them into a table")
         for name in ("maps", "native"):
             value = getattr(self, name)
             if value is not None:

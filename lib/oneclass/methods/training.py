@@ -5,6 +5,7 @@ and no worker process (on a 2-core CPU, workers compete with the model for the s
 """
 from __future__ import annotations
 
+import math
 import sys
 from typing import Iterator, Sequence
 
@@ -66,6 +67,16 @@ def schedule(opt: torch.optim.Optimizer, kind: str = "none", gamma: float = 0.1,
     if kind == "none":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
     raise ValueError(f"unknown schedule {kind!r}; choose one of {SCHEDULES}")
+
+
+def check_loss(value: float, epoch: int, who: str) -> float:
+    """``value``, or a FloatingPointError naming ``who``, the epoch (1-based) and the fix when it is NaN or
+    infinite: a diverged run stops at once instead of training on and writing NaN scores."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{who}: the training loss became {value} in epoch {epoch}; lower the learning "
+                                 "rate (or check the inputs' scaling) and rerun")
+    return value
 
 
 def progress(iterable=None, enabled: bool | None = None, **kwargs):

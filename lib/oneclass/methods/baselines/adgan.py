@@ -83,7 +83,7 @@ class ADGAN(Detector):
                 loss_g.backward()
                 opt_g.step()
                 losses.append(loss_d.item())
-            self.history_.append(float(np.mean(losses)))
+            self.history_.append(training.check_loss(np.mean(losses), len(self.history_) + 1, "ADGAN critic"))
             bar.set_postfix(critic=f"{self.history_[-1]:.3f}")
         self.generator_ = G.eval()
         self._fitted = True

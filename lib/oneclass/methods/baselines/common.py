@@ -67,7 +67,7 @@ def _fit_loop(params, loss_fn, n: int, epochs: int, batch_size: int, gen, lr: fl
             losses.append(loss.item())
         sched.step()
         if losses:
-            history.append(float(np.mean(losses)))
+            history.append(training.check_loss(np.mean(losses), len(history) + 1, desc))
             bar.set_postfix(loss=f"{history[-1]:.4f}")
     return history
 

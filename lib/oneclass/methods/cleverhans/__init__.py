@@ -18,7 +18,21 @@ def input_shape(dataset: str) -> tuple[int, int]:
     return shapes[dataset]
 
 
-__all__ = ["CORRUPTIONS", "KDE", "MODELS", "Autoencoder", "Bag", "BlockAE", "DeepOneClass",
+def check_parameters(p: dict) -> list[str]:
+    """What the Clever Hans notebook's parameters cannot run with, found before any data is read: a pretraining
+    set for the deep model's features that is not a known labelled dataset."""
+    from ...data import canonical
+
+    source = p.get("deep_pretrain") or ""
+    if source:
+        try:
+            canonical(source)
+        except ValueError as err:
+            return [f"deep_pretrain {source!r}: {err} (or leave it empty for the paper's substitute)"]
+    return []
+
+
+__all__ = ["check_parameters", "CORRUPTIONS", "KDE", "MODELS", "Autoencoder", "Bag", "BlockAE", "DeepOneClass",
            "FeatureCNN", "LeNetAE", "L2Pool", "build", "fit_cached", "smin", "sq_distances", "lrp_composite",
            "lrp_squared_norm", "Protocol", "fit_and_explain", "hyperparameters", "protocol", "mnist_c_protocol", "mvtec_protocol", "input_shape",
            "lrp", "models", "protocols"]

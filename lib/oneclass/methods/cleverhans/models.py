@@ -231,6 +231,7 @@ class Autoencoder(Detector):
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(idx)
+            training.check_loss(total / len(x), epoch + 1, "Clever Hans autoencoder")
             val_err = float(self._errors(v).mean()) if v is not None else total / len(x)
             self.history_.append({"epoch": epoch + 1, "train_mse": total / len(x), "val_error": val_err})
             bar.set_postfix(val=f"{val_err:.3f}")
@@ -333,6 +334,7 @@ class DeepOneClass(Detector):
                 opt.step()
                 correct += float((out.argmax(1) == y[idx]).sum())
                 total += float(loss.detach()) * len(idx)
+            training.check_loss(total / len(x), epoch + 1, f"feature CNN on {self.pretrain}")
             log.append({"epoch": epoch + 1, "loss": total / len(x), "train_accuracy": correct / len(x)})
         self.pretrain_log_ = {"dataset": self.pretrain, "images": len(x), "epochs": log}
         if path is not None:

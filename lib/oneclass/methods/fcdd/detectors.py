@@ -13,6 +13,7 @@ optimiser and schedule (:func:`defaults`), gradient accumulation, a progress bar
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -206,11 +207,9 @@ class _Method(Detector):
                 opt.step()
             sched.step()
             self.epoch_seconds_.append(time.perf_counter() - started)
-            self.history_.append(total / max(count, 1))
+            self.history_.append(training.check_loss(total / max(count, 1), len(self.history_) + 1,
+                                                     type(self).__name__))
             bar.set_postfix(loss=f"{self.history_[-1]:.4f}")
-            if not math.isfinite(self.history_[-1]):
-                raise FloatingPointError(f"training loss became {self.history_[-1]} in epoch {len(self.history_)}: "
-                                         "lower the learning rate")
         self.net_.eval()
         self._fitted = True
         return self
@@ -374,6 +373,51 @@ def outliers(source: str | None, dataset: str, limit: int | None = None, exclude
         return augment.Outliers.noise_source("uniform" if source == "noise" else "blobs", channels, size)
     return augment.Outliers(data.load_outliers(source, size, channels, limit=limit, exclude=list(exclude or []) or None,
                                                seed=seed, root=root))
+
+
+OUTLIER_KEYWORDS = ("none", "noise", "blobs", "confetti")
+
+
+def check_parameters(p: dict) -> list[str]:
+    """What an FCDD notebook's parameters cannot run with, found before any data is read (the batch runner
+    calls this through the notebooks' ``# checked by:`` line): a network of another method or for another image
+    size or channel count, VGG weights without the VGG network or at a path that does not exist, an outlier
+    source that is neither a keyword, a known dataset nor an existing folder."""
+    from ... import data
+
+    problems = []
+    method, net = p.get("method", "fcdd"), p.get("net", "paper")
+    setting = {"voc2007": "voc"}.get(p.get("dataset"), p.get("dataset"))
+    if net not in ("paper", "official"):
+        if net not in nets.NAMES:
+            problems.append(f"net {net!r} is not a network; choose 'paper', 'official' or one of "
+                            f"{', '.join(n for n in nets.NAMES if n.startswith(method + '_'))}")
+        elif not net.startswith(method + "_"):
+            problems.append(f"net {net!r} is not a {method} network; choose 'paper', 'official' or one of "
+                            f"{', '.join(n for n in nets.NAMES if n.startswith(method + '_'))}")
+        elif setting in LOAD:
+            channels, size = nets.input_spec(net)
+            load_size, load_channels = LOAD[setting]
+            want = min(load_size, 224)
+            if (channels, size) != (load_channels, want):
+                problems.append(f"net {net!r} takes {channels}x{size}x{size} images, but {p.get('dataset')!r} is "
+                                f"loaded as {load_channels}x{want}x{want}: pick a network for that size, or 'paper'")
+    weights = p.get("vgg_weights")
+    if weights:
+        if net != "official":
+            problems.append(f"vgg_weights is for net='official' (VGG11-BN), but net is {net!r}: leave it unset")
+        elif not os.path.isfile(weights):
+            problems.append(f"vgg_weights {weights!r} does not exist: download torchvision's vgg11_bn-6002323d.pth "
+                            "and give its path")
+    source = p.get("outlier_source")
+    if isinstance(source, str) and source not in OUTLIER_KEYWORDS:
+        try:
+            data.canonical(source)
+        except ValueError:
+            if not os.path.isdir(source):
+                problems.append(f"outlier_source {source!r} is neither {' | '.join(OUTLIER_KEYWORDS)}, a known "
+                                f"dataset ({', '.join(data.DATASETS)}) nor an existing image folder")
+    return problems
 
 
 MVTEC_MODES = {"unsupervised": "mvtec", "semi": "mvtec_semi"}

@@ -238,6 +238,17 @@ def build(name: str, **kwargs) -> nn.Module:
     raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NAMES)}")
 
 
+def input_spec(name: str) -> tuple[int, int]:
+    """(channels, size) of the images network ``name`` takes, without building it."""
+    if name not in NAMES:
+        raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NAMES)}")
+    kind, _, key = name.partition("_")
+    if kind == "ae":
+        return (1 if key == "28" else 3), int(key)
+    _, cin, size = FEATURES["vgg" if key == "vgg_mvtec" else key]
+    return cin, size
+
+
 def partner(name: str) -> str:
     """The FCDD network whose convolutions (and so receptive field) an HSC or AE network shares."""
     kind, _, key = name.partition("_")

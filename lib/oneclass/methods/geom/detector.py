@@ -156,7 +156,7 @@ class GEOM(Detector):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                self.history_.append(loss.item())
+                self.history_.append(training.check_loss(loss.item(), (done + start) // (n * T) + 1, "GEOM"))
                 bar.update(1)
             done += perm.numel()
         bar.close()
@@ -274,6 +274,19 @@ DATA = {
     "cifar10": (32, 3, 32), "cifar100_coarse": (32, 3, 32), "fmnist": (28, 1, 32), "catsvsdogs": (64, 3, 64),
     "mnist": (28, 1, 28),
 }
+
+
+def check_parameters(p: dict) -> list[str]:
+    """What a GEOM notebook's parameters cannot run with, found before any data is read: a WRN depth that is
+    not 6n + 4, a width without a depth (or the reverse)."""
+    problems = []
+    depth, widen = p.get("depth"), p.get("widen")
+    if depth is not None and (depth < 10 or (depth - 4) % 6):
+        problems.append(f"depth {depth} is not a WRN depth: it must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...)")
+    if (depth is None) != (widen is None):
+        problems.append(f"depth and widen go together (got depth={depth!r}, widen={widen!r}): set both, or "
+                        "neither for the paper's WRN")
+    return problems
 
 
 def data_setup(dataset: str) -> tuple[int, int, int]:

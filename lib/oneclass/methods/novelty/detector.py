@@ -176,6 +176,7 @@ class NoveltyNormalization(Detector):
             n = sums[3]
             rec = {"epoch": epoch + 1, "loss": sums[0] / n, "reconstruction": sums[1] / n,
                    "novelty": sums[2] / n if self.novelty_scoring else None, "l0": float(self.l0_term().detach())}
+            training.check_loss(rec["loss"], epoch + 1, "NoveltyNormalization")
             self.history_.append(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", rec=f"{rec['reconstruction']:.4f}")
         self.model_.eval()
