@@ -5,7 +5,7 @@ import dataclasses
 
 import torch
 
-from .catalog import DATASETS, canonical
+from .catalog import DATASETS, IMAGENET30_CLASSES, canonical
 from .cifar import _LAYOUT as _CIFAR_LAYOUT, load_cifar
 from .core import DatasetMissingError, ImageSet, Split, UnknownClassError, check_channels, check_size, data_root, fit, match_class, valid_classes
 from .download import ensure
@@ -55,6 +55,8 @@ def classes(dataset: str, root=None) -> list[str]:
         return mvtec_categories(root)
     if DATASETS[name].classes is not None:
         return list(DATASETS[name].classes)
+    if name == "imagenet30" and not (data_root(root) / "ImageNet30").is_dir():
+        return sorted(IMAGENET30_CLASSES)   # the release's 30 class folders, in the order a listing sorts them
     return folder_classes(name, data_root(root))
 
 
