@@ -1,6 +1,7 @@
 """Every benchmark runs at its --smoke sizes on a machine that has only torch, torchvision, numpy, pandas, scipy
 and scikit-learn (tests/bare_python.py blocks the rest) and prints the figures it promises, each a positive
-finite rate. batch_overhead.py is the exception: it measures papermill itself, so it needs the Jupyter stack."""
+finite rate. batch_overhead.py and memory.py are the exceptions: they run notebooks, so they need the Jupyter
+stack."""
 import functools
 import math
 import os
@@ -41,7 +42,7 @@ def smoke(script):
 
 
 def test_every_benchmark_is_covered():
-    scripts = {p.name for p in BENCH.glob("*.py")} - {"common.py", "batch_overhead.py"}
+    scripts = {p.name for p in BENCH.glob("*.py")} - {"common.py", "batch_overhead.py", "memory.py"}   # papermill
     assert scripts == set(EXPECTED)
 
 
@@ -75,4 +76,4 @@ def test_precision_benchmark_says_what_auto_chose():
     rows = [line for line in out.splitlines() if line.startswith(("FCDD", "GEOM"))]
     for row in rows:   # fp32 img/s, bf16 img/s, their ratio, the ratio consistent with the two rates
         fp32, bf16, ratio = (float(x) for x in row.split()[-3:])
-        assert fp32 > 0 and bf16 > 0 and ratio == pytest.approx(bf16 / fp32, abs=0.01)
+        assert fp32 > 0 and bf16 > 0 and ratio == pytest.approx(bf16 / fp32, rel=0.05, abs=0.01)   # printed rounded
