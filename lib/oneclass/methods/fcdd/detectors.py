@@ -402,6 +402,11 @@ def check_parameters(p: dict) -> list[str]:
             if (channels, size) != (load_channels, want):
                 problems.append(f"net {net!r} takes {channels}x{size}x{size} images, but {p.get('dataset')!r} is "
                                 f"loaded as {load_channels}x{want}x{want}: pick a network for that size, or 'paper'")
+    batch, accumulate = p.get("batch_size"), p.get("accumulate") or 1
+    batch = batch or DATASETS.get(setting, {}).get("batch_size")
+    if batch and batch % accumulate:
+        problems.append(f"batch_size {batch} is not divisible by accumulate {accumulate}: each batch is split into "
+                        "`accumulate` equal micro-batches")
     weights = p.get("vgg_weights")
     if weights:
         if net != "official":
