@@ -48,9 +48,6 @@ def main():
     det = make(0).fit(x, epochs=0, progress=False)
     batch = det.pipeline_.train(x, g)
     y = (torch.rand(a.batch, generator=g) < 0.5).long().to(dev)
-
-    def median_seconds(fn, repeats):
-        return common.seconds(fn, dev, repeats)
     opt = torch.optim.SGD(det.net_.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
     det.net_.train()
 
@@ -61,13 +58,14 @@ def main():
         opt.step()
 
     rows = {
-        "confetti mixing (OE p=0.5)": median_seconds(lambda: augment.mix_outliers(x, conf, 0.5, g), a.repeats),
-        "  blur as two matrix products": median_seconds(lambda: augment.gaussian_blur(field, 25, 5.0), a.repeats),
-        "  blur as a 25x25 convolution": median_seconds(
-            lambda: F.conv2d(field.reshape(-1, 1, 240, 240), k2, padding=12), a.repeats),
-        "pipeline (crop, jitter, noise, LCN, min-max)": median_seconds(lambda: det.pipeline_.train(x, g), a.repeats),
-        "step, loss on the 28x28 map": median_seconds(lambda: step("native"), a.repeats),
-        "step, loss on the upsampled 224x224 map": median_seconds(lambda: step("upsampled"), a.repeats),
+        "confetti mixing (OE p=0.5)": common.seconds(lambda: augment.mix_outliers(x, conf, 0.5, g), dev, a.repeats),
+        "  blur as two matrix products": common.seconds(lambda: augment.gaussian_blur(field, 25, 5.0), dev, a.repeats),
+        "  blur as a 25x25 convolution": common.seconds(
+            lambda: F.conv2d(field.reshape(-1, 1, 240, 240), k2, padding=12), dev, a.repeats),
+        "pipeline (crop, jitter, noise, LCN, min-max)": common.seconds(lambda: det.pipeline_.train(x, g), dev,
+                                                                       a.repeats),
+        "step, loss on the 28x28 map": common.seconds(lambda: step("native"), dev, a.repeats),
+        "step, loss on the upsampled 224x224 map": common.seconds(lambda: step("upsampled"), dev, a.repeats),
     }
     n = a.batch * 4
     train = common.images(n, 3, 240, 1)

@@ -45,7 +45,6 @@ def main():
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=5e-4)
     x_ready = det._prepare(train[:bs]).to(dev)
     y = torch.randint(0, T, (bs,)).to(dev)
-    timed = lambda fn, repeats: common.seconds(fn, dev, repeats)  # noqa: E731
 
     def bare_step():
         for _ in range(args.steps):
@@ -65,9 +64,10 @@ def main():
             opt.step()
 
     net.train()
-    t_bare = timed(bare_step, args.repeats) / (args.steps * bs)
-    t_geom = timed(geom_step, args.repeats) / (args.steps * bs)
-    t_gather = timed(lambda: geom.apply(x_all[:bs], torch.arange(bs, device=dev) % T, det.maps_), args.repeats) / bs
+    t_bare = common.seconds(bare_step, dev, args.repeats) / (args.steps * bs)
+    t_geom = common.seconds(geom_step, dev, args.repeats) / (args.steps * bs)
+    t_gather = common.seconds(lambda: geom.apply(x_all[:bs], torch.arange(bs, device=dev) % T, det.maps_), dev,
+                              args.repeats) / bs
 
     net.eval()
     n_score = max(1, det._chunk()) * args.steps
@@ -79,9 +79,9 @@ def main():
             for i in range(0, n_score * T, det.eval_batch_size):
                 det._forward(x_test[torch.arange(i, min(i + det.eval_batch_size, n_score * T), device=dev) % n_score])
 
-    t_fwd = timed(bare_forward, args.repeats) / (n_score * T)
-    t_score = timed(lambda: det.normality(test), args.repeats) / n_score
-    t_explain = timed(lambda: det.explain(test[:det._chunk()]), max(1, args.repeats // 2)) / det._chunk()
+    t_fwd = common.seconds(bare_forward, dev, args.repeats) / (n_score * T)
+    t_score = common.seconds(lambda: det.normality(test), dev, args.repeats) / n_score
+    t_explain = common.seconds(lambda: det.explain(test[:det._chunk()]), dev, max(1, args.repeats // 2)) / det._chunk()
 
     print(f"GEOM throughput, {args.dataset} ({c}x{s}px -> {size}px), WRN-{net.depth}-{net.widen}, |T| = {T}, "
           f"batch {bs}, {det.device_}, precision {args.precision} -> {det.precision_}, medians of {args.repeats}")

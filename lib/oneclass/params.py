@@ -65,15 +65,14 @@ class Constraint:
 
     @classmethod
     def parse(cls, body: str, name: str, notebook) -> "Constraint":
-        items = [b.strip() for b in body.split(",")]
         bounds = []
-        for item in items:
+        for item in (b.strip() for b in body.split(",")):
+            bound = _BOUND.match(item)
             if ".." in item and "|" not in item:
                 lo, _, hi = item.partition("..")
                 bounds += [(">=", _number(lo, name, notebook)), ("<=", _number(hi, name, notebook))]
-            elif _BOUND.match(item):
-                op, num = _BOUND.match(item).groups()
-                bounds.append((op, _number(num, name, notebook)))
+            elif bound:
+                bounds.append((bound.group(1), _number(bound.group(2), name, notebook)))
             else:
                 bounds = None
                 break
@@ -91,7 +90,8 @@ class Constraint:
         if value is None:
             return None
         if self.allowed:
-            if value in self.allowed and not (isinstance(value, bool) and not any(a is value for a in self.allowed)):
+            # True == 1 in Python: a bool matches only a bool that is allowed
+            if any(a is value if isinstance(value, bool) else a == value for a in self.allowed):
                 return None
             return "one of " + " | ".join(str(a) for a in self.allowed)
         if isinstance(value, bool) or not isinstance(value, (int, float)):

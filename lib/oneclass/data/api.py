@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 
 from .catalog import DATASETS, IMAGENET30_CLASSES, canonical
 from .cifar import _LAYOUT as _CIFAR_LAYOUT, load_cifar
-from .core import DatasetMissingError, ImageSet, Split, UnknownClassError, check_channels, check_size, data_root, fit, match_class, valid_classes
+from .core import ImageSet, Split, check_channels, check_size, data_root, fit, match_class, valid_classes
 from .download import ensure
 from .folders import folder_classes, load_folder_dataset
 from .idx import _existing, idx_files, load_idx_dataset
-from .mvtec import load_mvtec, mvtec_categories
+from .mvtec import category_folder, load_mvtec, mvtec_categories
 from .voc import load_voc
 
 _LOADERS = {
@@ -166,28 +167,20 @@ def require(dataset: str, root=None, download=None, normal=None) -> None:
         ensure(name, root, [base / "wnids.txt", base / "train"], download)   # val is checked when it is read
     elif name in ("imagenet30", "imagenet22k", "imagenet1k_val"):
         folder_classes(name, root)      # raises DatasetMissingError for a missing or empty class tree
+    # the folder datasets below cannot be downloaded: ensure() only checks and explains
     elif name == "catsvsdogs":
-        absent = [root / "PetImages" / c for c in DATASETS[name].classes if not (root / "PetImages" / c).is_dir()]
-        if absent:
-            raise DatasetMissingError.build(name, root, absent, DATASETS[name].source, DATASETS[name].layout)
+        ensure(name, root, [root / "PetImages" / c for c in DATASETS[name].classes], download, exists=Path.is_dir)
     elif name == "voc2007":
         base = root / "VOCdevkit" / "VOC2007"
-        absent = [p for p in (base / "ImageSets" / "Main", base / "JPEGImages", base / "Annotations")
-                  if not p.is_dir()]
-        if absent:
-            raise DatasetMissingError.build(name, root, absent, DATASETS[name].source, DATASETS[name].layout)
+        ensure(name, root, [base / "ImageSets" / "Main", base / "JPEGImages", base / "Annotations"], download,
+               exists=Path.is_dir)
     elif name == "mvtec":
-        folder = root / "mvtec_anomaly_detection"
-        if normal is not None:
-            categories = mvtec_categories(root)
-            try:
-                folder = folder / categories[match_class("mvtec", categories, normal)]
-            except UnknownClassError:
-                folder = folder / str(normal)
-        expected = [folder / "train" / "good", folder / "test"] if normal is not None else [folder]
-        absent = [p for p in expected if not p.is_dir()]
-        if absent:
-            raise DatasetMissingError.build(name, root, absent, DATASETS[name].source, DATASETS[name].layout)
+        if normal is None:
+            expected = [root / "mvtec_anomaly_detection"]
+        else:
+            folder = category_folder(normal, root)
+            expected = [folder / "train" / "good", folder / "test"]
+        ensure(name, root, expected, download, exists=Path.is_dir)
     elif name == "mnist_c":
         # MNIST-C is regenerated from MNIST where its corruption folder is missing
         corruptions = [normal] if isinstance(normal, str) else list(DATASETS[name].classes)

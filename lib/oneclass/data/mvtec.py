@@ -43,16 +43,22 @@ def _missing(folder: Path, paths) -> DatasetMissingError:
     return DatasetMissingError.build("mvtec", folder.parent, paths, info.source, info.layout)
 
 
-def load_mvtec(category: str, split: str = "train", root=None, size=None, channels=None,
-               skip_corrupt: bool = False) -> ImageSet:
-    """One MVTec-AD category from ``<root>/mvtec_anomaly_detection/<category>`` (name, any case, or index)."""
-    root = data_root(root)
+def category_folder(category, root: Path) -> Path:
+    """``<root>/mvtec_anomaly_detection/<category>`` for a category given by name (any case) or index; a category
+    that is not known gives the folder that was looked for, for the caller's missing-data message."""
     categories = mvtec_categories(root)
     try:
         category = categories[match_class("mvtec", categories, category)]
     except UnknownClassError:
-        pass  # not a known category: report the folder that was looked for
-    folder = root / "mvtec_anomaly_detection" / category
+        pass
+    return root / "mvtec_anomaly_detection" / str(category)
+
+
+def load_mvtec(category: str, split: str = "train", root=None, size=None, channels=None,
+               skip_corrupt: bool = False) -> ImageSet:
+    """One MVTec-AD category from ``<root>/mvtec_anomaly_detection/<category>`` (name, any case, or index)."""
+    root = data_root(root)
+    folder = category_folder(category, root)
     if not folder.is_dir():
         info = DATASETS["mvtec"]
         raise DatasetMissingError.build("mvtec", root, [folder / "train" / "good", folder / "test"],
