@@ -175,7 +175,7 @@ def write_tiny_imagenet_like(root, wnids=("n03", "n01", "n02"), n_train: int = 3
     """``<root>/tiny-imagenet-200/{wnids.txt,words.txt,train/<wnid>/images/*.JPEG,val/...}``.
 
     wnids.txt is written unsorted (classes must come back sorted). Image k of class c is a flat grey
-    ``40 * (sorted index of c) + 10 * k``; the last training image of each class is a grayscale JPEG, as
+    ``(40 * (sorted index of c) + 10 * k) mod 250``; the last training image of each class is a grayscale JPEG, as
     Tiny ImageNet has some. Returns ``{'classes', 'words', 'train': [(path, label, grey)], 'val': [...]}``.
     """
     base = Path(root) / "tiny-imagenet-200"
@@ -187,7 +187,7 @@ def write_tiny_imagenet_like(root, wnids=("n03", "n01", "n02"), n_train: int = 3
     out = {"classes": classes, "words": [words[c] for c in classes], "train": [], "val": []}
     for label, w in enumerate(classes):
         for k in range(n_train):
-            grey = 40 * label + 10 * k
+            grey = (40 * label + 10 * k) % 250
             p = write_image(base / "train" / w / "images" / f"{w}_{k}.JPEG",
                             flat_image(size, size, grey, gray=(k == n_train - 1)))
             out["train"].append((p, label, grey))
@@ -330,6 +330,23 @@ def write_mvtec_like(root, category: str = "widget", size=(32, 24), gray: bool =
 
 
 # ----------------------------------------------------------------------------------------------- real data
+
+def real_or_generated_root(tmp_factory) -> tuple[Path, bool]:
+    """(data root, is_real): the materialized real datasets when ``../shared/data`` exists (and
+    ``ONECLASS_TEST_GENERATED_DATA`` is not set), else MNIST, Fashion-MNIST, CIFAR-10 and Tiny-ImageNet generated
+    in their real layouts, large enough for every smoke preset (300 test images, 300 training images per class),
+    so that the notebook tests run on a clean checkout."""
+    if not os.environ.get("ONECLASS_TEST_GENERATED_DATA"):
+        real = materialized_root()
+        if real is not None:
+            return real, True
+    root = tmp_factory.mktemp("generated-data")
+    write_mnist_like(root, n_train=3000, n_test=300)
+    write_fmnist_like(root, n_train=3000, n_test=300)
+    write_cifar10_like(root, n_per_batch=600, n_test=300)
+    write_tiny_imagenet_like(root, n_train=30)
+    return root, False
+
 
 def materialized_root(names=REAL_DATASETS) -> Path | None:
     """The project's real datasets written once into a cache folder; None when ``../shared/data`` is absent.

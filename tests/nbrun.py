@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from oneclass import batch, params, runs
 
 
@@ -33,7 +35,73 @@ def run_smoke(params_file, tmp_path, data_root=None, classes=None, seeds=None, j
         errors = "\n\n".join(Path(r.path, "error.txt").read_text()[-4000:] if Path(r.path, "error.txt").exists()
                              else r.message for r in failed)
         raise AssertionError(f"{len(failed)} smoke run(s) failed:\n{errors}")
-    return [runs.read_run(p) for p in runs.finished_runs(out / "smoke")]
+    found = [runs.read_run(p) for p in runs.finished_runs(out / "smoke")]
+    for run in found:
+        spec = next((s for s in specs if runs.run_path(out, s.preset, s.experiment, s.dataset, s.normal_class,
+                                                        s.seed) == Path(run["path"])), None)
+        assert spec is not None, f"{run['path']} was not in the batch's grid"
+        check_run_folder(run, spec)
+    return found
+
+
+def _rank_auc(scores, anomaly) -> float:
+    """ROC AUC as the Mann-Whitney statistic, ties counted half: a reference independent of oneclass.metrics."""
+    s, y = np.asarray(scores, float), np.asarray(anomaly).astype(bool)
+    pos, neg = s[y], s[~y]
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return (greater + 0.5 * ties) / (len(pos) * len(neg))
+
+
+def check_run_folder(run: dict, spec=None) -> None:
+    """A finished run folder checked against itself: metrics.json's detection metrics recomputed from
+    scores.parquet (AUC by a rank reference, AUPRs by scikit-learn) within 1e-9; scores finite and both classes
+    present; maps finite, gallery indices inside the test set and gallery arrays aligned; params.yaml equal to what
+    the batch resolved; env.json naming the commit, versions, device and threads."""
+    import json
+
+    import pandas as pd
+    import yaml
+    from sklearn.metrics import average_precision_score
+
+    path = Path(run["path"])
+    metrics = json.loads((path / "metrics.json").read_text())
+    n = None
+    if (path / "scores.parquet").exists():
+        table = pd.read_parquet(path / "scores.parquet")
+        n = len(table)
+        if {"score", "anomaly"} <= set(table.columns):
+            score, anomaly = table["score"].to_numpy(float), table["anomaly"].to_numpy()
+            assert np.isfinite(score).all(), f"{path}: non-finite scores"
+            assert set(np.unique(anomaly)) == {0, 1}, f"{path}: the test set must hold both classes"
+            if metrics.get("positive") == "described":     # FCDD's Clever Hans runs: the described class positive
+                anomaly = 1 - anomaly
+            if "auc" in metrics:
+                assert abs(metrics["auc"] - _rank_auc(score, anomaly)) < 1e-9, f"{path}: auc differs from its scores"
+            if "aupr_out" in metrics:
+                assert abs(metrics["aupr_out"] - average_precision_score(anomaly, score)) < 1e-9, path
+            if "aupr_in" in metrics:
+                assert abs(metrics["aupr_in"] - average_precision_score(1 - anomaly, -score)) < 1e-9, path
+    if (path / "maps.npz").exists():
+        with np.load(path / "maps.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        for k, a in arrays.items():
+            if np.issubdtype(a.dtype, np.floating):
+                assert np.isfinite(a).all(), f"{path}: map {k!r} is not finite"
+        if "index" in arrays and n is not None:
+            idx = arrays["index"]
+            assert ((idx >= 0) & (idx < n)).all(), f"{path}: gallery indices outside the test set"
+            for k in ("upsampled", "images", "masks"):
+                if k in arrays:
+                    assert len(arrays[k]) == len(idx), f"{path}: {k!r} not aligned with the gallery index"
+        if "native" in arrays and n is not None and arrays["native"].ndim == 3:
+            assert len(arrays["native"]) == n, f"{path}: one native map per scored test image"
+    if spec is not None:
+        stored = yaml.safe_load((path / "params.yaml").read_text())["parameters"]
+        assert stored == dict(spec.parameters), f"{path}: params.yaml differs from what the batch resolved"
+    env = json.loads((path / "env.json").read_text())
+    assert env["git_commit"] and env["packages"]["torch"] and env["torch_threads"] >= 1, f"{path}: env.json"
+    assert env["device"] in ("cpu", "cuda") or str(env["device"]).startswith("cuda"), env["device"]
 
 
 def run_interactive(params_file, tmp_path, data_root=None, **overrides) -> dict:

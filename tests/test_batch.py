@@ -11,12 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from oneclass import batch, params, runs, tables
 
 TOY = Path(__file__).parent / "assets" / "toy.yaml"
 EXPECTED = {f"{c}/seed_{s}" for c in "012" for s in (0, 1)}
+
+# what a run with device=None records: CUDA where there is one (never assume a CPU-only host)
+EXPECTED_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def cli(*args, outputs, **kw):
@@ -46,7 +50,7 @@ def test_smoke_batch_parallel_writes_complete_run_folders(outputs):
     scores = pd.read_parquet(run / "scores.parquet")
     assert list(scores.columns) == ["index", "score", "anomaly"] and len(scores) == 200
     env = json.loads((run / "env.json").read_text())
-    assert env["wall_seconds"] > 0 and env["packages"]["papermill"] and env["device"] == "cpu"
+    assert env["wall_seconds"] > 0 and env["packages"]["papermill"] and env["device"] == EXPECTED_DEVICE
     # the tables read the run folders, with the toy paper's missing numbers left empty
     summary = tables.summarize(tables.collect(outputs / "smoke"), "auc")
     assert list(summary["class"]) == ["0", "1", "2", "mean"]
@@ -104,6 +108,18 @@ def test_two_runners_on_one_outputs_folder_do_not_collide(outputs):
         assert json.loads((run / "metrics.json").read_text())["auc"] > 0.85
 
 
+def test_a_run_another_runner_holds_is_reported_busy_and_left_alone(outputs):
+    from filelock import FileLock
+
+    specs = params.expand(params.load(TOY), "smoke", classes=[0, 1], seeds=[0])
+    final = runs.run_path(outputs, "smoke", specs[0].experiment, specs[0].dataset, specs[0].normal_class, 0)
+    final.parent.mkdir(parents=True)
+    with FileLock(str(final.parent / f".{final.name}.lock")):       # another runner is executing this run
+        results = {r.label: r for r in batch.run_batch(specs, outputs, progress=False)}
+    assert results[specs[0].label].status == "busy" and not final.exists()
+    assert results[specs[1].label].status == "done"
+
+
 def test_failed_run_keeps_traceback_others_finish_and_exit_code_is_1(outputs, monkeypatch):
     specs = params.expand(params.load(TOY), "smoke", classes=[0, 1], seeds=[0])
     bad = params.RunSpec(**{**specs[1].__dict__, "parameters": {**specs[1].parameters, "fail": True}})
@@ -113,6 +129,9 @@ def test_failed_run_keeps_traceback_others_finish_and_exit_code_is_1(outputs, mo
     assert failed.status == "failed" and failed.path.endswith("seed_0.failed")
     text = Path(failed.path, "error.txt").read_text()
     assert "toy failure requested by the parameter fail=True" in text
+    # the report's line is the kernel's exception; error.txt is plain text with the failing cell's source
+    assert failed.message == "RuntimeError: toy failure requested by the parameter fail=True"
+    assert "\x1b[" not in text and "--- the failing cell" in text and "if fail:" in text
     assert Path(failed.path, "run.ipynb").exists()
     assert finished(outputs) == {"0/seed_0"}
     # a rerun without the fault finishes it and clears the failed folder

@@ -1,14 +1,12 @@
 """oneclass.data on the project's real datasets (materialized from ../shared/data); skipped when absent."""
-import time
-
 import pytest
 import torch
 
 import datagen
 from oneclass import data
 
-pytestmark = pytest.mark.skipif(not (datagen.SHARED_DATA / "materialize.py").exists(),
-                                reason=f"real data not found at {datagen.SHARED_DATA}")
+pytestmark = [pytest.mark.realdata, pytest.mark.skipif(not (datagen.SHARED_DATA / "materialize.py").exists(),
+                                reason=f"real data not found at {datagen.SHARED_DATA}")]
 
 MNIST_TRAIN = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -20,13 +18,10 @@ def root():
     return datagen.materialized_root()
 
 
-def test_mnist_counts_and_speed(root):
-    start = time.perf_counter()
+def test_mnist_counts(root):
     train = data.load("mnist", "train", root=root)
-    elapsed = time.perf_counter() - start
     assert train.images.shape == (60000, 1, 28, 28) and train.class_counts() == MNIST_TRAIN
     assert data.load("mnist", "test", root=root).class_counts() == MNIST_TEST
-    assert elapsed < 5, f"MNIST train took {elapsed:.1f} s (budget 1 s on an idle machine)"
 
 
 def test_fmnist_counts(root):
@@ -34,14 +29,11 @@ def test_fmnist_counts(root):
     assert data.load("fashion_mnist", "test", root=root).class_counts() == [1000] * 10
 
 
-def test_cifar10_counts_and_speed(root):
-    start = time.perf_counter()
+def test_cifar10_counts(root):
     train = data.load("cifar10", "train", root=root)
-    elapsed = time.perf_counter() - start
     assert train.images.shape == (50000, 3, 32, 32) and train.class_counts() == [5000] * 10
     assert train.classes == list(data.DATASETS["cifar10"].classes)
     assert data.load("cifar10", "test", root=root).class_counts() == [1000] * 10
-    assert elapsed < 8, f"CIFAR-10 train took {elapsed:.1f} s (budget 2 s on an idle machine)"
 
 
 def test_cifar10_one_vs_rest(root):

@@ -203,8 +203,8 @@ def test_geom_learns_a_toy_problem_and_keeps_the_contract():
     from scipy.stats import spearmanr
     assert spearmanr(det.score(imgs).scores, out.scores)[0] > 0.9
     det.precision_ = "fp32"
-    # the same seed gives the same numbers
-    torch.manual_seed(0)
+    # the same seed gives the same numbers, whatever the global torch state
+    torch.manual_seed(31337)
     again = GEOM("geom8", depth=10, widen=1, batch_size=32, eval_batch_size=64, seed=0).fit(train, epochs=6)
     np.testing.assert_allclose(again.score(imgs).scores, out.scores, rtol=1e-5)
 

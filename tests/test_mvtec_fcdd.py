@@ -145,15 +145,21 @@ def test_training_crop_moves_masks_with_their_images():
 
 
 def test_mvtec_training_resizes_instead_of_cropping_for_some_images():
+    """Bright bands on the top and bottom 8 rows of a 240px image: a 224px crop (offset 0..16) keeps at most one
+    of them, a resize keeps both. So 'both bands' counts the resized images: none without resizing, all with
+    resize_prob=1, some at 0.5."""
     imgs = torch.zeros(64, 3, 240, 240, dtype=torch.uint8)
-    imgs[:, :, :8, :] = 255                                      # a bright band at the top edge
-    p = pipeline.Pipeline(name="t", size=224, crop_pad=0, resize_prob=0.5).fit(imgs)
-    x = p.train(imgs, gen())
-    top = x[:, 0, 0, :].mean(1) > x[:, 0].mean()
-    # resized images keep the band (row 0 bright); crops starting below row 8 lose it
-    whole = torch.rand(64, generator=gen()) < 0.5   # not the same stream; just check both kinds occur
-    assert 0 < int(top.sum()) < 64 and whole.any()
+    imgs[:, :, :8, :] = 255
+    imgs[:, :, -8:, :] = 255
 
+    def both_bands(prob):
+        x = pipeline.Pipeline(name="t", size=224, crop_pad=0, resize_prob=prob).fit(imgs).train(imgs, gen())
+        bright = x[:, 0].mean(2) > x[:, 0].mean()              # (N, rows): rows brighter than the image mean
+        return int((bright[:, 0] & bright[:, -1]).sum())
+
+    assert both_bands(0.0) == 0
+    assert both_bands(1.0) == 64
+    assert 10 < both_bands(0.5) < 54
 
 def test_jitter_takes_one_strength_per_image():
     x = torch.full((200, 3, 8, 8), 0.5)

@@ -17,10 +17,8 @@ def test_every_method_smoke_fmnist_padded(tmp_path):
                                                                       data_root=root)}
     assert sorted(runs) == sorted(["deep_svdd", "raw_ocsvm", "cae_ocsvm", "dsebm", "dagmm", "adgan"])
     for method, r in runs.items():
-        m = r["metrics"]
-        for key in ("auc", "aupr_in", "aupr_out"):
-            assert 0.0 <= m[key] <= 1.0, (method, key)
-        assert m["n_train"] == 4, method
+        m = r["metrics"]       # auc and auprs: recomputed from scores.parquet by nbrun.check_run_folder
+        assert {"auc", "aupr_in", "aupr_out"} <= set(m) and m["n_train"] == 4, method
         scores = pd.read_parquet(r["path"] / "scores.parquet")
         assert len(scores) == m["n_test"] and np.isfinite(scores["score"]).all(), method
     assert runs["adgan"]["metrics"]["n_test"] == 10 and runs["deep_svdd"]["metrics"]["n_test"] == 30
@@ -41,5 +39,5 @@ def test_heldout_ocsvm_smoke_cifar10(tmp_path):
     results = run_smoke("params/competitors/cifar10_heldout.yaml", tmp_path, data_root=root)
     assert sorted(r["params"]["parameters"]["method"] for r in results) == ["cae_ocsvm", "raw_ocsvm"]
     for r in results:
-        assert r["metrics"]["oracle"] is False and 0.0 <= r["metrics"]["auc"] <= 1.0
+        assert r["metrics"]["oracle"] is False and "auc" in r["metrics"]
         assert r["params"]["parameters"]["selection"] == "heldout"

@@ -1,36 +1,19 @@
 """notebooks/fcdd_one_vs_rest.ipynb at the smoke preset of params/fcdd/fmnist.yaml: FCDD, HSC and AE each write
 a complete run folder (sliced real Fashion-MNIST and Tiny-ImageNet OE)."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-SHARED = Path(os.environ.get("ONECLASS_SHARED_DATA", "/work/shared/data"))
-
-pytestmark = [pytest.mark.notebook, pytest.mark.realdata]
+pytestmark = [pytest.mark.notebook]
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    try:
-        import datagen
-    except ImportError:
-        datagen = None
-    if datagen is not None and hasattr(datagen, "materialized_root"):
-        root = datagen.materialized_root()
-        if root is None:
-            pytest.skip("real data (../shared/data) not available")
-        return root
-    if not (SHARED / "materialize.py").exists():
-        pytest.skip(f"real data not found at {SHARED}")
-    root = tmp_path_factory.mktemp("ocdata")
-    subprocess.run([sys.executable, str(SHARED / "materialize.py"), str(root), "fashion_mnist", "tiny_imagenet"],
-                   check=True, capture_output=True)
-    return root
+    """Real data where ../shared/data exists, else generated data in the same layouts (clean checkout)."""
+    import datagen
+
+    return datagen.real_or_generated_root(tmp_path_factory)[0]
 
 
 def test_fmnist_smoke_all_three_methods(tmp_path, data_root):
@@ -41,7 +24,7 @@ def test_fmnist_smoke_all_three_methods(tmp_path, data_root):
     assert set(by_method) == {"fcdd", "hsc", "ae"}, [r["path"] for r in results]
     for method, r in by_method.items():
         m = r["metrics"]
-        assert 0.0 <= m["auc"] <= 1.0 and m["train_seconds"] > 0
+        assert m["train_seconds"] > 0      # auc, aupr: recomputed from scores.parquet by nbrun.check_run_folder
         scores = pd.read_parquet(r["path"] / "scores.parquet")
         assert len(scores) == 300 and set(scores["anomaly"]) == {0, 1}
         with np.load(r["path"] / "maps.npz") as z:

@@ -1,41 +1,25 @@
 """notebooks/novelty_normalization.ipynb at the smoke presets (sliced real data): MNIST with the three ablation
 switches of Table 4, Fashion-MNIST, CIFAR-10 and the multi-class nominal set of Table 5, each a complete run
 folder."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-SHARED = Path(os.environ.get("ONECLASS_SHARED_DATA", "/work/shared/data"))
-
-pytestmark = [pytest.mark.notebook, pytest.mark.realdata]
+pytestmark = [pytest.mark.notebook]
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    try:
-        import datagen
+    """Real data where ../shared/data exists, else generated data in the same layouts (clean checkout)."""
+    import datagen
 
-        root = datagen.materialized_root()
-        if root is not None:
-            return root
-    except (ImportError, AttributeError):
-        pass
-    if not (SHARED / "materialize.py").exists():
-        pytest.skip(f"real data not found at {SHARED}")
-    root = tmp_path_factory.mktemp("ocdata")
-    subprocess.run([sys.executable, str(SHARED / "materialize.py"), str(root), "mnist", "fashion_mnist", "cifar10"],
-                   check=True, capture_output=True)
-    return root
+    return datagen.real_or_generated_root(tmp_path_factory)[0]
 
 
 def check_run(r, n_test, side):
     m = r["metrics"]
-    assert 0.0 <= m["auc"] <= 1.0 and m["train_seconds"] > 0
+    assert m["train_seconds"] > 0      # auc, aupr: recomputed from scores.parquet by nbrun.check_run_folder
     scores = pd.read_parquet(r["path"] / "scores.parquet")
     assert len(scores) == n_test and set(scores["anomaly"]) == {0, 1}
     with np.load(r["path"] / "maps.npz") as z:
@@ -65,7 +49,8 @@ def test_fmnist_and_cifar10_smoke(tmp_path, data_root, params_file, n_test, side
 
     (r,) = run_smoke(params_file, tmp_path, data_root=data_root)
     m, _ = check_run(r, n_test, side)
-    assert m["paper_auc"] is not None or "fmnist" in params_file   # Table 3 has only a mean
+    # the paper's number beside ours: Table 2 gives CIFAR-10 airplane 79.6; Table 3 gives Fashion-MNIST only a mean
+    assert m["paper_auc"] == (pytest.approx(0.796) if "cifar10" in params_file else None)
 
 
 def test_multiclass_nominal_set(tmp_path, data_root):

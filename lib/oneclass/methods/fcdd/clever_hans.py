@@ -99,7 +99,9 @@ def probe_metrics(det, setup: HorseSetup, out, swap_labels: bool = True) -> dict
     positive = (1 - test.anomaly) if swap_labels else test.anomaly
     described = (test.anomaly == 0).numpy()
     mass = metrics.heatmap_mass_fraction(out.maps, setup.region)
-    result = {"auc": metrics.auc(out.scores, positive), "area_share": setup.area_share,
+    # "positive" names the AUC's positive class, so that a run folder's auc can be recomputed from its scores
+    result = {"auc": metrics.auc(out.scores, positive), "positive": "described" if swap_labels else "anomalous",
+              "area_share": setup.area_share,
               "mass_described": float(np.nanmean(mass[described])), "mass_other": float(np.nanmean(mass[~described]))}
     if setup.voc:
         return result
