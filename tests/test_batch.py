@@ -178,3 +178,35 @@ def test_dask_executor_runs_the_same_batch(outputs):
         results = batch.run_batch(specs, outputs, executor="dask", scheduler=c.scheduler_address, progress=False)
     assert sorted(r.status for r in results) == ["done", "done"]
     assert finished(outputs) == {"0/seed_0", "1/seed_0"}
+
+
+def test_dry_run_lists_the_grid_and_starts_nothing(outputs):
+    proc = cli("--classes", "0", "2", "--seeds", "0", "1", "--dry-run", outputs=outputs)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert out.split() == [s.label for s in params.expand(params.load(TOY), "smoke", classes=[0, 2], seeds=[0, 1])]
+    assert len(out.split()) == 4 and not (outputs / "smoke").exists()
+
+
+def test_stale_run_exits_3_and_keeps_the_old_result(outputs):
+    assert batch.run_batch(params.expand(params.load(TOY), "smoke", classes=[0], seeds=[0]), outputs,
+                           progress=False)[0].status == "done"
+    proc = cli("--classes", "0", "--seeds", "0", "--set", "shift=0.0", "--no-tables", outputs=outputs)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3 and "1 stale" in out and "--redo replaces it" in out, out
+    (run,) = runs.finished_runs(outputs / "smoke")
+    assert yaml.safe_load((run / "params.yaml").read_text())["parameters"]["shift"] != 0.0
+
+
+def test_redo_that_fails_leaves_the_finished_result_in_place(outputs):
+    """--redo moves the old folder aside only once the new run is complete: a redo that fails keeps it."""
+    specs = params.expand(params.load(TOY), "smoke", classes=[1], seeds=[0])
+    done = batch.run_batch(specs, outputs, progress=False)[0]
+    before = json.loads(Path(done.path, "metrics.json").read_text())
+    bad = [params.RunSpec(**{**specs[0].__dict__, "parameters": {**specs[0].parameters, "fail": True}})]
+    res = batch.run_batch(bad, outputs, redo=True, progress=False)[0]
+    assert res.status == "failed"
+    assert json.loads(Path(done.path, "metrics.json").read_text()) == before
+    assert finished(outputs) == {"1/seed_0"}
+    assert sorted(p.name for p in Path(done.path).parent.iterdir() if not p.name.startswith(".")) == [
+        "seed_0", "seed_0.failed"]

@@ -159,6 +159,27 @@ def test_summary_uses_the_table_of_each_metric_and_the_papers_number():
     assert tables.deviations(frame, auc) == ["budget"]
 
 
+def test_mean_row_compares_like_with_like():
+    """Table 3 of the novelty paper gives Fashion-MNIST only a mean (94.7): ten classes are compared with it;
+    two classes are not (their paper numbers are unknown), instead of falling back to the all-class mean."""
+    import pandas as pd
+
+    from oneclass import data, tables
+
+    def frame(classes):
+        return pd.DataFrame([{"experiment": "novelty_fmnist", "dataset": "fmnist", "class": c, "seed": 0,
+                              "method": "Novelty normalization", "paper": "novelty", "table": "Table 3",
+                              "tables": None, "auc": 0.9, "wall_seconds": 1.0, "path": f"/x/{c}"} for c in classes])
+
+    names = list(data.DATASETS["fmnist"].classes)
+    full = tables.summarize(frame(names), "auc").set_index("class")
+    assert full.loc["mean", "classes"] == 10 and full.loc["mean", "paper_value"] == pytest.approx(0.947)
+    assert full.loc["T-shirt/top"].isna()["paper_value"]
+    part = tables.summarize(frame(names[:2]), "auc").set_index("class")
+    assert part.loc["mean", "classes"] == 2 and np.isnan(part.loc["mean", "paper_value"])
+    assert part.loc["mean", "flag"] == ""
+
+
 def test_table_names_the_vary_axis_and_maps_our_metric_to_the_papers():
     from oneclass import tables
 

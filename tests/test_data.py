@@ -87,6 +87,46 @@ def test_truncated_idx_is_corrupt(tmp_path):
     assert str(path) in str(e.value) and "re-download" in str(e.value)
 
 
+def test_idx_with_a_bad_magic_number_is_corrupt(tmp_path):
+    written = datagen.write_mnist_like(tmp_path)
+    path = written["files"][0]
+    raw = bytearray(path.read_bytes())
+    raw[:4] = b"\x89PNG"              # not 0x00 0x00 <type> <ndim>: e.g. an image saved under the idx name
+    path.write_bytes(bytes(raw))
+    with pytest.raises(data.CorruptImageError, match="bad magic number") as e:
+        data.load("mnist", root=tmp_path)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda p: p.write_bytes(p.read_bytes()[:100]), "not a readable CIFAR pickle"),
+    (lambda p: p.write_bytes(__import__("pickle").dumps([1, 2, 3])), "expected a dict in the pickle, found list"),
+    (lambda p: p.write_bytes(__import__("pickle").dumps({"data": 1})), "missing 'data' or 'labels'"),
+])
+def test_corrupt_cifar_pickle_names_the_file_and_the_problem(tmp_path, damage, expected):
+    datagen.write_cifar10_like(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    damage(path)
+    with pytest.raises(data.CorruptImageError, match=expected) as e:
+        data.load("cifar10", "train", root=tmp_path)
+    assert str(path) in str(e.value)
+
+
+def test_class_names_match_exactly_then_loosely_and_ambiguity_is_an_error():
+    names = ["T-shirt/top", "Trouser", "bird", "Widget", "widget"]
+    assert data.match_class("x", names, "T-shirt/top") == 0
+    assert data.match_class("x", names, "t-shirt/top") == 0      # case
+    assert data.match_class("x", names, "t_shirt_top") == 0      # the folder slug runs are saved under
+    assert data.match_class("x", names, "TShirtTop") == 0        # letters and digits only
+    assert data.match_class("x", names, "Widget") == 3           # an exact match wins over a case-folded pair
+    with pytest.raises(data.UnknownClassError, match=r"'WIDGET' is ambiguous .*matches 'Widget', 'widget'"):
+        data.match_class("x", names, "WIDGET")
+    with pytest.raises(data.UnknownClassError, match="unknown class 'shirt'.*0 'T-shirt/top'"):
+        data.match_class("x", names, "shirt")
+    assert data.resolve_class("fashion_mnist", "T-shirt/top") == 0
+    assert data.resolve_class("fashion_mnist", "t_shirt_top") == 0
+
+
 def test_resize_and_channels_of_tensor_datasets(tmp_path):
     datagen.write_mnist_like(tmp_path, n_train=6)
     s = data.load("mnist", root=tmp_path, size=32, channels=3)

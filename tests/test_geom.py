@@ -209,6 +209,37 @@ def test_geom_learns_a_toy_problem_and_keeps_the_contract():
     np.testing.assert_allclose(again.score(imgs).scores, out.scores, rtol=1e-5)
 
 
+def test_simplified_score_kind_and_fit_limit(monkeypatch):
+    """score_kind='simplified' trains the same network (same seed) and scores with the mean probability of the
+    right transformation, computed here by hand from the classifier's softmax; fit_limit fits the Dirichlets on
+    that many distinct training images and leaves the network alone."""
+    train, anomalies = _toy_digits()
+    kw = dict(depth=10, widen=1, batch_size=32, eval_batch_size=64, seed=0, precision="fp32")
+    base = GEOM("geom8", **kw).fit(train, epochs=1)
+    simple = GEOM("geom8", score_kind="simplified", **kw).fit(train, epochs=1)
+    imgs = torch.cat([train[:4], anomalies[:4]])
+    out = base.score(imgs, maps=False)
+    with torch.no_grad():
+        x = base._prepare(imgs)
+        logits = torch.stack([base._forward(geom.apply(x[[i] * 8], torch.arange(8), base.maps_))
+                              for i in range(len(x))])                               # (B, T, T)
+    hand = torch.softmax(logits.double(), -1).diagonal(dim1=1, dim2=2).mean(1).numpy()
+    np.testing.assert_allclose(out.subscores["normality_simplified"], hand, rtol=1e-5)
+    np.testing.assert_allclose(simple.score(imgs, maps=False).scores, -hand, rtol=1e-5)
+    assert not np.allclose(out.scores, -hand)                 # the default is the Dirichlet score
+
+    seen = []
+    real = GEOM._softmax_stats
+    monkeypatch.setattr(GEOM, "_softmax_stats", lambda self, x, progress: (seen.append(x.clone()), real(self, x,
+                                                                                                 progress))[1])
+    limited = GEOM("geom8", fit_limit=5, **kw).fit(train, epochs=1)
+    (fit_x,) = seen
+    assert fit_x.shape[0] == 5 and len({tuple(r.flatten().tolist()) for r in fit_x}) == 5
+    for a, b in zip(limited.net_.state_dict().values(), base.net_.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not torch.allclose(limited.alpha_, base.alpha_)
+
+
 def test_geom_pads_small_images_and_crops_maps_back():
     torch.manual_seed(0)
     x = torch.randint(0, 256, (6, 1, 10, 10), dtype=torch.uint8)

@@ -89,6 +89,17 @@ def _n_classes(row) -> int:
     return int((f["class"] != "mean").sum())
 
 
+def _dataset_classes(row) -> int:
+    """How many classes the row's dataset has (0 when it is not in the catalogue): the class count of a paper
+    table that gives only a mean."""
+    from . import data
+
+    try:
+        return len(data.DATASETS[data.canonical(row["dataset"])].classes)
+    except (KeyError, ValueError, TypeError):
+        return 0
+
+
 def summarize(frame: pd.DataFrame, metric: str = "auc", tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
     """Per (experiment, method, class): mean, std over seeds, runs; then a 'mean' row per (experiment, method)
     averaging the class means (``classes`` says over how many). Paper values are looked up per row; a mean over
@@ -124,13 +135,15 @@ def summarize(frame: pd.DataFrame, metric: str = "auc", tolerance: float = DEFAU
 
     out["paper_value"] = out.apply(paper_value, axis=1)
     out["classes"] = out.groupby(keys, sort=False)["class"].transform(lambda c: int((c != "mean").sum()))
-    # A mean over some of the classes is compared with the paper's numbers for those same classes, not with its
-    # all-class mean (which would mix in classes we did not run).
+    # A mean over some of the classes is compared with the paper's numbers for those same classes, never with its
+    # all-class mean (which would mix in classes we did not run): where one of them has no paper number (a table
+    # that gives only a mean), the mean row has none either.
     for _, group in out.groupby(keys, sort=False):
         classes, mean_row = group[group["class"] != "mean"], group.index[group["class"] == "mean"]
-        known = classes["paper_value"].notna().all() and len(classes)
-        if known and len(mean_row) and _n_classes(group.iloc[0]) > len(classes):
-            out.loc[mean_row, "paper_value"] = classes["paper_value"].mean()
+        if not len(mean_row) or len(classes) >= (_n_classes(group.iloc[0]) or _dataset_classes(group.iloc[0])):
+            continue
+        known = len(classes) and classes["paper_value"].notna().all()
+        out.loc[mean_row, "paper_value"] = classes["paper_value"].mean() if known else np.nan
     out["diff"] = out["mean"] - out["paper_value"]
     out["flag"] = np.where(out["diff"].abs() > tolerance, "outside ±%.2f" % tolerance, "")
     out.insert(len(keys) + 1, "metric", metric)
