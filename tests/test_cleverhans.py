@@ -225,3 +225,38 @@ def test_bad_images_are_refused_with_the_fix():
         ch.KDE(gamma=1.0).fit(torch.rand(3, 1, 2, 2))
     with pytest.raises(ValueError, match="choose one of"):
         ch.build("svm")
+
+
+def test_paper_figures_put_our_means_beside_the_papers_numbers():
+    """Figure 2 (AUC per corruption), figure 3 (top-3 Clever Hans scores) and the per-model summary from a
+    frame of runs: seeds averaged, percent, and the paper's numbers as printed in its text (KDE glass blur 8.0,
+    Deep glass blur 31.1; top-1 Clever Hans: KDE dotted line 31.9, Deep stripe 59.7)."""
+    rows = []
+    for method, cls, seed, auc, acc in [("kde", "glass_blur", 0, 0.60, 0.50), ("kde", "glass_blur", 1, 0.70, 0.40),
+                                        ("kde", "scale", 0, 0.90, 0.20), ("deep", "glass_blur", 0, 0.80, 0.70),
+                                        ("deep", "scale", 0, 0.50, 0.45)]:
+        rows.append({"experiment": "ch", "dataset": "mnist_c", "class": cls, "method": method, "seed": seed,
+                     "auc": auc, "explanation_accuracy": acc, "clever_hans": auc - acc})
+    rows.append({**rows[0], "dataset": "mvtec", "class": "wood", "auc": 0.1})     # another dataset: left out
+    frame = pd.DataFrame(rows)
+
+    fig2 = tables.clever_hans_figure2(frame)
+    assert fig2.loc["glass_blur", ("KDE", "ours")] == pytest.approx(65.0)
+    assert fig2.loc["scale", ("KDE", "ours")] == pytest.approx(90.0)
+    assert fig2.loc["glass_blur", ("KDE", "paper")] == pytest.approx(8.0)
+    assert fig2.loc["glass_blur", ("Deep", "paper")] == pytest.approx(31.1)
+    assert ("Auto", "ours") not in fig2 and fig2.loc["glass_blur", ("Auto", "paper")] == pytest.approx(99.4)
+
+    top = tables.clever_hans_top3(frame).set_index(["model", "rank"])
+    # KDE: scale 0.70 > glass blur mean(0.10, 0.30) = 0.20; Deep: glass blur 0.10 > scale 0.05
+    assert top.loc[("KDE", 1), "ours"] == "scale" and top.loc[("KDE", 1), "ours_score"] == pytest.approx(70.0)
+    assert top.loc[("KDE", 2), "ours"] == "glass_blur" and top.loc[("KDE", 2), "ours_score"] == pytest.approx(20.0)
+    assert pd.isna(top.loc[("KDE", 3), "ours"])
+    assert top.loc[("KDE", 1), "paper"] == "dotted_line" and top.loc[("KDE", 1), "paper_score"] == pytest.approx(31.9)
+    assert top.loc[("Deep", 1), "paper"] == "stripe" and top.loc[("Deep", 1), "paper_score"] == pytest.approx(59.7)
+    assert pd.isna(top.loc[("Auto", 1), "ours"])
+
+    summary = tables.clever_hans_summary(frame)
+    assert list(summary.index) == ["kde", "deep"]
+    assert summary.loc["kde", "auc"] == pytest.approx(round((0.6 + 0.7 + 0.9) / 3 * 100, 1))
+    assert summary.loc["deep", "clever_hans"] == pytest.approx(7.5) and summary.loc["kde", "classes"] == 2

@@ -29,6 +29,14 @@ def test_metrics_refuse_nan_and_single_class():
         metrics.auc([0.1, 0.2], [1, 1])
     with pytest.raises(ValueError, match="3 labels for 2 scores"):
         metrics.auc([0.1, 0.2], [0, 1, 1])
+    with pytest.raises(ValueError, match=r"must be 0 \(nominal\) or 1 \(anomalous\), got values \[0 2\]"):
+        metrics.auc([0.1, 0.2, 0.3], [0, 2, 2])          # class indices passed where anomaly labels belong
+    with pytest.raises(ValueError, match="masks hold only one class of pixels"):
+        metrics.pixel_auc_pooled(np.random.rand(2, 4, 4), np.zeros((2, 4, 4)))
+    with pytest.raises(ValueError, match="no test image has a mask with both anomalous and nominal pixels"):
+        metrics.pixel_auc_per_image(np.random.rand(2, 4, 4), np.stack([np.zeros((4, 4)), np.ones((4, 4))]))
+    with pytest.raises(ValueError, match="differ in shape: upsample"):
+        metrics.pixel_auc_pooled(np.random.rand(2, 4, 4), np.zeros((2, 8, 8)))
 
 
 def test_pixel_auc_pooled_and_per_image_differ_as_computed_by_hand():
@@ -86,6 +94,9 @@ def test_interactive_run_is_written_atomically(outputs):
     with pytest.raises(ValueError, match="one value per test image"):
         run.save_scores([0.1, 0.2], anomaly=[0, 1, 1])
     run.save_scores([0.1, 0.2], anomaly=[0, 1])
+    with pytest.raises(ValueError, match="map 'native'.*non-finite|map 'native'.*not finite"):
+        run.save_maps(native=np.array([[[0.0, np.inf]]] * 2))
+    assert not (run.path / "maps.npz").exists()
     run.save_maps(native=np.ones((2, 3, 3), np.float64), index=np.array([1]))
     final = run.finish()
     assert final == outputs / "interactive" / "unit" / "mnist" / "3" / "seed_1"
