@@ -230,3 +230,63 @@ def test_easy_task_is_detected(easy):
         det = B.OCSVM("raw", sel, size=32)
         det.fit(train, **({"hindsight_test": test} if sel == "hindsight" else {}))
         assert metrics.auc(det.score(test).scores, test.anomaly) > 0.9, sel
+
+
+def test_dagmm_fits_its_mixture_to_the_training_codes_and_scores_their_energy(easy):
+    """After training, phi / mu / Sigma are the membership-weighted moments of the training codes (DAGMM eq. 5,
+    computed here in numpy) and the score is -log sum_k phi_k N(z | mu_k, Sigma_k) (scipy)."""
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    train, test = easy
+    det = B.build("dagmm", size=32, seed=0).fit(train, epochs=2)
+    assert len(det.history_) == 2 and np.isfinite(det.history_).all()
+    with torch.no_grad():
+        z = det._z(B.prepare(train, 32))[0].double()
+        g = det.model_["estimation"](z.float()).double().numpy()
+        zt = det._z(B.prepare(test, 32))[0].double().numpy()
+    z = z.numpy()
+    nk = g.sum(0)
+    np.testing.assert_allclose(det.phi_.numpy(), nk / len(z), rtol=1e-6)
+    mu = g.T @ z / nk[:, None]
+    np.testing.assert_allclose(det.mu_.numpy(), mu, rtol=1e-5, atol=1e-8)
+    for k in range(len(nk)):
+        d = z - mu[k]
+        sigma = (g[:, k, None] * d).T @ d / nk[k] + 1e-3 * np.eye(z.shape[1])
+        np.testing.assert_allclose(det.sigma_[k].numpy(), sigma, rtol=1e-5, atol=1e-8)
+    logp = np.stack([np.log(det.phi_[k].item()) + multivariate_normal(det.mu_[k].numpy(), det.sigma_[k].numpy())
+                     .logpdf(zt) for k in range(len(nk))], 1)
+    np.testing.assert_allclose(det.score(test).scores, -logsumexp(logp, axis=1), rtol=1e-6)
+
+
+def test_cae_ocsvm_scores_with_an_svm_on_the_trained_encoders_codes(easy):
+    """CAE-OC-SVM trains its autoencoder (the loss falls), then scores with -decision_function of scikit-learn's
+    OneClassSVM fitted, here by hand, on the encoder's codes of the training images with the chosen (nu, gamma)."""
+    from sklearn.svm import OneClassSVM
+
+    train, test = easy
+    det = B.build("cae_ocsvm", size=32, seed=0).fit(train, epochs=3, hindsight_test=test)
+    assert det.history_[-1] < det.history_[0]
+    codes = det._features(train)
+    assert codes.shape[0] == 24 and codes.std(0).max() > 0
+    svm = OneClassSVM(kernel="rbf", nu=det.nu_, gamma=det.gamma_).fit(codes)
+    np.testing.assert_allclose(det.score(test).scores, -svm.decision_function(det._features(test)), rtol=1e-6)
+
+
+def test_adgan_score_without_inversion_steps_is_the_mse_of_its_seeded_draws(easy):
+    """With steps=0 the inversion keeps its starting points: the score is the mean over n_seeds of the MSE
+    between G(z) and the image, z drawn from a generator seeded with seed + 1 (recomputed here)."""
+    train, test = easy
+    det = B.build("adgan", size=32, seed=3, batches_per_epoch=2, n_seeds=3, steps=0, batch_size=8,
+                  chunk=2).fit(train, epochs=1)
+    assert len(det.history_) == 1 and np.isfinite(det.history_[0])
+    imgs = B.prepare(test, 32)[:4]
+    gen = torch.Generator().manual_seed(4)
+    want = []
+    with torch.no_grad():
+        for s in range(0, 4, 2):
+            z = torch.randn(2 * 3, det.noise_dim, generator=gen)
+            mse = ((det.generator_(z) - imgs[s:s + 2].repeat_interleave(3, 0)) ** 2).flatten(1).mean(1)
+            want.append(mse.reshape(2, 3).mean(1))
+    test4 = type(test)(test.images[:4], test.anomaly[:4])
+    np.testing.assert_allclose(det.score(test4).scores, torch.cat(want).numpy(), rtol=1e-5)

@@ -197,6 +197,28 @@ def test_hsc_gradient_maps_and_display_blur():
     assert np.allclose(blurred, det.upsampler.blur(torch.as_tensor(out.maps[:4])).numpy())
 
 
+def test_hsc_maps_are_each_images_own_input_gradient():
+    """The batched map of image i equals |d score_i / d x_i| (channels summed) computed for image i alone, and
+    its sign-free value matches a central finite difference of the score at the strongest pixel."""
+    det = fit_toy("hsc", epochs=1, precision="fp32")
+    x, _ = toy_test()
+    out = det.score(x[:6])
+    for i in (0, 5):
+        (b,) = list(det._test_batches(x[i:i + 1]))
+        b = b.detach().double().requires_grad_(True)
+        net = det.net_.double()
+        s = torch.sqrt(net(b).pow(2).sum(1) + 1) - 1
+        (g,) = torch.autograd.grad(s.sum(), b)
+        np.testing.assert_allclose(out.maps[i], g.abs().sum(1)[0].numpy(), rtol=1e-3, atol=1e-6)
+        r, c = np.unravel_index(np.argmax(out.maps[i]), out.maps[i].shape)
+        h = torch.zeros_like(b)
+        h[0, 0, r, c] = 1e-4
+        with torch.no_grad():
+            fd = ((torch.sqrt(net(b + h).pow(2).sum(1) + 1) - torch.sqrt(net(b - h).pow(2).sum(1) + 1)) / 2e-4).item()
+        assert abs(fd) == pytest.approx(out.maps[i][r, c], rel=1e-2)
+        det.net_.float()
+
+
 def test_fcdd_displays_its_upsampled_maps_unchanged():
     det = fit_toy("fcdd", epochs=1)
     out = det.score(toy_test()[0][:4])
