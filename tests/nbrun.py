@@ -96,6 +96,13 @@ def check_run_folder(run: dict, spec=None) -> None:
                     assert len(arrays[k]) == len(idx), f"{path}: {k!r} not aligned with the gallery index"
         if "native" in arrays and n is not None and arrays["native"].ndim == 3:
             assert len(arrays["native"]) == n, f"{path}: one native map per scored test image"
+    if (path / "curve.parquet").exists():
+        curve = pd.read_parquet(path / "curve.parquet")
+        assert (np.diff(curve["step"]) > 0).all() and curve["final"].iloc[-1] and not curve["final"].iloc[:-1].any()
+        assert np.isfinite(curve[[c for c in curve if c.startswith("auc")]].to_numpy()).all(), f"{path}: curve"
+        p = yaml.safe_load((path / "params.yaml").read_text())["parameters"]
+        if p.get("monitor_size", 0) is None and "auc" in metrics:   # the whole test set: ends on the run's AUC
+            assert abs(curve["auc"].iloc[-1] - metrics["auc"]) < 1e-9, f"{path}: curve does not end on the auc"
     if spec is not None:
         stored = yaml.safe_load((path / "params.yaml").read_text())["parameters"]
         assert stored == dict(spec.parameters), f"{path}: params.yaml differs from what the batch resolved"

@@ -193,6 +193,19 @@ class Run:
         f = self.path / "metrics.json"
         return json.loads(f.read_text()) if f.exists() else {}
 
+    def save_curve(self, curve) -> None:
+        """curve.parquet: a learning curve (:meth:`oneclass.monitor.Monitor.frame`), one row per point, with the
+        monitor's cost kept as columns ``eval_seconds`` and ``subset`` (parquet drops DataFrame attrs)."""
+        frame = curve.copy()
+        frame["eval_seconds"] = curve.attrs.get("eval_seconds", np.nan)
+        frame["subset"] = curve.attrs.get("subset", -1)
+        for col in frame.columns:
+            if col.startswith("auc") or col == "loss":
+                values = frame[col].to_numpy(dtype=np.float64)
+                if col != "loss" and not np.isfinite(values).all():
+                    raise ValueError(f"learning curve column {col!r} has non-finite values")
+        frame.to_parquet(self.path / "curve.parquet", index=False)
+
     def save_scores(self, scores, **columns) -> "Any":
         """scores.parquet: one row per test image (index, score and any aligned columns: label, anomaly, ...)."""
         import pandas as pd

@@ -256,7 +256,57 @@ def build_experiment(exp, preset: str, outputs: str | Path | None = None) -> Pat
                 gallery.methods_figure(by_method, path=folder / f"methods_{cls}.png")
             except ValueError:   # no shared gallery images (different test sets): nothing to compare
                 pass
+    found = curves(frame)
+    if not found.empty:
+        found.to_csv(folder / "curves.csv", index=False)
+        fig = plot_curves(found, summarize(frame, "auc") if "auc" in frame else None)
+        fig.savefig(folder / "curves.png", dpi=110)
+        import matplotlib.pyplot as plt
+        plt.close(fig)
     return folder
+
+
+# ------------------------------------------------------------------------------------------- learning curves
+
+def curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """The learning curves (curve.parquet) of the runs in ``frame`` (from :func:`collect`), one row per point
+    with the run's experiment, method, class and seed; empty when no run recorded one."""
+    parts = []
+    for _, run in frame.iterrows():
+        f = Path(run["path"]) / "curve.parquet"
+        if f.exists():
+            c = pd.read_parquet(f)
+            for key in ("experiment", "method", "class", "seed"):
+                c.insert(0, key, run.get(key))
+            parts.append(c)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def plot_curves(found: pd.DataFrame, summary: pd.DataFrame | None = None):
+    """One panel per (experiment, method): test AUC against epoch, one line per class (mean over seeds), and the
+    paper's final number of each class as a short horizontal mark in the line's colour at the last epoch."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    found = found.assign(method=found["method"].fillna(""), **{"class": found["class"].astype(str)})
+    panels = list(found.groupby(["experiment", "method"], sort=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    for ax, ((exp, method), part) in zip(axes[0], panels):
+        order = list(dict.fromkeys(part["class"]))
+        palette = dict(zip(order, sns.color_palette("tab10", len(order))))
+        sns.lineplot(data=part, x="epoch", y="auc", hue="class", hue_order=order, palette=palette, marker="o",
+                     errorbar=None, ax=ax)
+        if summary is not None and not summary.empty:
+            s = summary[(summary["experiment"] == exp) & (summary["method"].fillna("") == method)]
+            end = part["epoch"].max()
+            for cls, value in zip(s["class"].astype(str), s["paper_value"]):
+                if cls in palette and pd.notna(value):
+                    ax.hlines(value, end * 0.9, end * 1.04, color=palette[cls], lw=3, alpha=0.8)
+        ax.set_title(f"{exp} {method}".strip() + " (bars: the paper's final AUC)", fontsize=9)
+        ax.set_ylabel("test AUC (monitor subset)")
+        ax.legend(fontsize=7, title="class", title_fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 # ---------------------------------------------------------------------- the Clever Hans paper (003)

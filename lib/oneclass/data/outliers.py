@@ -19,12 +19,12 @@ from .voc import list_voc
 
 
 def load_outliers(source, size: int, channels: int, limit=None, exclude=None, seed: int = 0, root=None, *,
-                  download=None, skip_corrupt: bool = False) -> ImageSet:
+                  download=None, skip_corrupt: bool = False, split: str | None = None) -> ImageSet:
     """``limit`` distinct images (chosen with ``seed``) of ``source`` at ``size`` x ``size``, ``channels`` 1 or 3.
 
     ``source``: a dataset name ('tiny_imagenet', 'cifar100', 'emnist_letters', 'imagenet22k', ...; its first
-    split, i.e. 'train') or a folder of images (searched recursively; a file's class is its top-level
-    subfolder). ``exclude``: class names (or indices) to drop, matched like ``resolve_class``; names the source
+    split, i.e. 'train', unless ``split`` names another: a held-out set of the same corpus) or a folder of images
+    (searched recursively; a file's class is its top-level subfolder). ``exclude``: class names (or indices) to drop, matched like ``resolve_class``; names the source
     does not have are ignored (an ImageNet-1k wnid list against a 22k subset), the dropped ones are listed in
     ``meta['excluded']``. Fewer than ``limit`` usable images is an error, never a silent shortfall.
     """
@@ -36,7 +36,10 @@ def load_outliers(source, size: int, channels: int, limit=None, exclude=None, se
     name, folder = _source(source)
     if name == "mvtec":
         raise ValueError("MVTec is not an outlier-exposure corpus; pick a natural-image dataset or a folder")
-    split = None if folder is not None else DATASETS[name].splits[0]
+    if split is not None and (folder is not None or split not in DATASETS[name].splits):
+        have = "a folder has no splits" if folder is not None else f"{name} has {', '.join(DATASETS[name].splits)}"
+        raise ValueError(f"outlier split {split!r} does not exist: {have}")
+    split = None if folder is not None else split or DATASETS[name].splits[0]
     if folder is not None:
         listing = list_path_source(folder)
     elif name == "voc2007":

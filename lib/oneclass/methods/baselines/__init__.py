@@ -57,11 +57,26 @@ def build(method: str, **hyper):
     return cls(**(fixed | {k: v for k, v in hyper.items() if k in mine and v is not None}))
 
 
-def fit(det, train, test=None, epochs: int | None = None, ae_epochs: int | None = None, progress=None):
+def takes_monitor(det) -> bool:
+    """Whether the competitor's fit records a learning curve (Deep SVDD, DSEBM, DAGMM: iterative training that
+    is the detector; not the OC-SVMs, whose SVM is fitted once, nor ADGAN, whose scoring is an optimisation per
+    image and too slow to repeat during training)."""
+    import inspect
+
+    return "monitor" in inspect.signature(det.fit).parameters
+
+
+def fit(det, train, test=None, epochs: int | None = None, ae_epochs: int | None = None, progress=None,
+        monitor=None):
     """``det.fit(train)`` with what that competitor takes: ``epochs`` (None: the paper's), Deep SVDD's
     ``ae_epochs`` (None: its paper's), and, for an OC-SVM that selects (nu, gamma) in hindsight, the labelled
-    ``test`` set (the GEOM paper's oracle; the held-out selection never sees it). Returns the fitted detector."""
+    ``test`` set (the GEOM paper's oracle; the held-out selection never sees it); ``monitor`` where the
+    competitor takes one (:func:`takes_monitor`). Returns the fitted detector."""
     kw = {"progress": progress} | ({"epochs": epochs} if epochs is not None else {})
+    if monitor is not None:
+        if not takes_monitor(det):
+            raise ValueError(f"{type(det).__name__} records no learning curve: leave monitor_every unset for it")
+        kw["monitor"] = monitor
     if ae_epochs is not None and isinstance(det, DeepSVDD):
         kw["ae_epochs"] = ae_epochs
     if isinstance(det, OCSVM) and det.oracle:
@@ -106,7 +121,7 @@ def input_shape(dataset: str) -> tuple[int, int]:
     return geom_shape(dataset)
 
 
-__all__ = ["ADGAN", "DAGMM", "DSEBM", "DeepSVDD", "OCSVM", "METHODS", "NU_GRID", "GAMMA_GRID", "build",
+__all__ = ["ADGAN", "DAGMM", "DSEBM", "DeepSVDD", "OCSVM", "METHODS", "NU_GRID", "GAMMA_GRID", "build", "takes_monitor",
            "fit", "test_limit", "selection", "selection_report",
            "input_shape", "prepare", "ConvEncoder", "ConvDecoder", "LeNet", "LeNetDecoder", "SVDD_NETS",
            "SVDD_SCHEDULES", "gcn_l1", "svdd_center", "consistent", "train_cae", "gmm_energy", "gmm_parameters"]

@@ -44,8 +44,11 @@ def _batched(fn, x: torch.Tensor, batch_size: int, device) -> torch.Tensor:
 
 
 def _fit_loop(params, loss_fn, n: int, epochs: int, batch_size: int, gen, lr: float, weight_decay: float = 0.0,
-              milestones=(), progress=False, desc="train", drop_last: bool = False, device=None) -> list[float]:
-    """Adam over ``epochs`` passes of shuffled index batches; ``loss_fn(idx)`` returns the batch loss."""
+              milestones=(), progress=False, desc="train", drop_last: bool = False, device=None,
+              monitor=None, det=None) -> list[float]:
+    """Adam over ``epochs`` passes of shuffled index batches; ``loss_fn(idx)`` returns the batch loss.
+    ``monitor`` (with the detector ``det`` it scores) records a learning curve; the caller calls
+    ``monitor.finish(det)`` once the detector is fitted."""
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     params = list(params)
@@ -55,9 +58,12 @@ def _fit_loop(params, loss_fn, n: int, epochs: int, batch_size: int, gen, lr: fl
     opt = training.optimizer(params, "adam", lr=lr, weight_decay=weight_decay)
     sched = training.schedule(opt, "multistep" if milestones else "none", 0.1, milestones)
     bar = training.progress(range(epochs), bool(progress), desc=desc, leave=False)
+    drop = drop_last and n > batch_size
+    if monitor is not None:
+        monitor.start(det, training.n_batches(n, batch_size, drop) - (0 if drop or n % batch_size != 1 else 1))
     for _ in bar:
         losses = []
-        for idx in training.batches(n, batch_size, gen, drop_last=drop_last and n > batch_size):
+        for idx in training.batches(n, batch_size, gen, drop_last=drop):
             if idx.numel() < 2:            # a 1-sample batch breaks batch norm
                 continue
             loss = loss_fn(idx if device is None else idx.to(device))
@@ -65,6 +71,8 @@ def _fit_loop(params, loss_fn, n: int, epochs: int, batch_size: int, gen, lr: fl
             loss.backward()
             opt.step()
             losses.append(loss.item())
+            if monitor is not None:
+                monitor.step(det, losses[-1])
         sched.step()
         if losses:
             history.append(training.check_loss(np.mean(losses), len(history) + 1, desc))

@@ -62,7 +62,7 @@ class DAGMM(Detector):
         cos = F.cosine_similarity(xf, rf, dim=1)
         return torch.cat([code, rel[:, None], cos[:, None]], 1), rec
 
-    def fit(self, train, epochs: int = 200, progress: bool = False) -> "DAGMM":
+    def fit(self, train, epochs: int = 200, progress: bool = False, *, monitor=None) -> "DAGMM":
         self._setup()
         dev = self.device_
         x = prepare(train, self.size)
@@ -77,6 +77,7 @@ class DAGMM(Detector):
                                             nn.Linear(64, 10), nn.Tanh(), nn.Dropout(0.5),
                                             nn.Linear(10, self.n_components), nn.Softmax(1))}).to(dev).train()
             x = x.to(dev)
+            self._monitor_x = x[:2048]
 
             def loss(idx):
                 xb = x[idx]
@@ -89,14 +90,28 @@ class DAGMM(Detector):
 
             # dropout draws from the global RNG, which seeded() forks for the whole fit
             self.history_ = _fit_loop(self.model_.parameters(), loss, n, int(epochs), self.batch_size, gen, self.lr,
-                                      progress=progress, desc="DAGMM", drop_last=True, device=dev)
+                                      progress=progress, desc="DAGMM", drop_last=True, device=dev,
+                                      monitor=monitor, det=self)
         self.model_.eval()
         with torch.no_grad():
             z = _batched(lambda b: self._z(b)[0], x, 512, dev).double()
             gamma = _batched(self.model_["estimation"], z.float(), 4096, dev).double()
             self.phi_, self.mu_, self.sigma_ = gmm_parameters(z, gamma)
         self._fitted = True
+        if monitor is not None:
+            monitor.finish(self)
+        self.__dict__.pop("_monitor_x", None)
         return self
+
+    def monitor_scores(self, images) -> np.ndarray:
+        """Energies mid-training (the learning curve's points): the mixture estimated, at this point, from the
+        codes of at most 2,048 training images (the finished detector uses all of them)."""
+        x = self._monitor_x
+        z = _batched(lambda b: self._z(b)[0], x, 512, self.device_).double()
+        gamma = _batched(self.model_["estimation"], z.float(), 4096, self.device_).double()
+        phi, mu, sigma = gmm_parameters(z, gamma)
+        zt = _batched(lambda b: self._z(b)[0], prepare(images, self.size_), 512, self.device_).double()
+        return gmm_energy(zt, phi.cpu(), mu.cpu(), sigma.cpu()).numpy()
 
     @torch.no_grad()
     def score(self, test, maps: bool = True) -> Scores:

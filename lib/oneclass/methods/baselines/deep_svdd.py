@@ -132,14 +132,15 @@ class DeepSVDD(Detector):
             return self.net_(x).float()
 
     def fit(self, train, epochs: int | None = None, progress: bool = False, *,
-            ae_epochs: int | None = None) -> "DeepSVDD":
+            ae_epochs: int | None = None, monitor=None) -> "DeepSVDD":
         """Pretrain the autoencoder (``ae_epochs``; 0 skips it), copy its encoder, set c, train the one-class
-        objective (``epochs``). None takes the Deep SVDD paper's numbers for the channel count."""
+        objective (``epochs``). None takes the Deep SVDD paper's numbers for the channel count. ``monitor``
+        records the learning curve of the one-class phase."""
         self._setup()
         with seeded(self.seed_):
-            return self._fit(train, epochs, progress, ae_epochs)
+            return self._fit(train, epochs, progress, ae_epochs, monitor)
 
-    def _fit(self, train, epochs, progress, ae_epochs):
+    def _fit(self, train, epochs, progress, ae_epochs, monitor=None):
         dev = self.device_
         self.minmax_ = None
         self.__dict__.pop("size_", None)
@@ -186,9 +187,11 @@ class DeepSVDD(Detector):
 
         self.history_ = _fit_loop(self.net_.parameters(), svdd_loss, n, epochs, self.batch_size, gen, self.lr,
                                   self.weight_decay, [m for m in milestones if m < epochs], progress, "Deep SVDD",
-                                  device=dev)
+                                  device=dev, monitor=monitor, det=self)
         self.net_.eval()
         self._fitted = True
+        if monitor is not None:
+            monitor.finish(self)
         return self
 
     @torch.no_grad()

@@ -37,7 +37,7 @@ class DSEBM(Detector):
         with self._autocast():
             return self.energy_(x).float()
 
-    def fit(self, train, epochs: int = 200, progress: bool = False) -> "DSEBM":
+    def fit(self, train, epochs: int = 200, progress: bool = False, *, monitor=None) -> "DSEBM":
         self._setup()
         dev = self.device_
         x = prepare(train, self.size)
@@ -56,9 +56,11 @@ class DSEBM(Detector):
             return F.mse_loss(noisy - g, xb)
 
         self.history_ = _fit_loop(self.energy_.parameters(), loss, n, int(epochs), self.batch_size, gen, self.lr,
-                                  progress=progress, desc="DSEBM", device=dev)
+                                  progress=progress, desc="DSEBM", device=dev, monitor=monitor, det=self)
         self.energy_.eval()
         self._fitted = True
+        if monitor is not None:
+            monitor.finish(self)
         return self
 
     def score(self, test, maps: bool = True) -> Scores:

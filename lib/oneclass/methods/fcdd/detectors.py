@@ -143,11 +143,12 @@ class _Method(Detector):
             return self.net_(x).float()
 
     # -- training
-    def fit(self, train, epochs: int = 1, progress: bool | None = None) -> "_Method":
+    def fit(self, train, epochs: int = 1, progress: bool | None = None, *, monitor=None) -> "_Method":
         """Train on the nominal images of ``train`` (an ImageSet or uint8 tensor) for ``epochs`` epochs of
         ``passes`` passes over them; with outlier exposure each sample is swapped for an anomaly with probability
         ``oe_prob``. Outliers with masks (semi-supervised MVTec-AD) train FCDD with the pixel loss of eq. (3);
-        ``swap_labels`` makes the nominal images the positive class (section 4.3's horse heatmaps)."""
+        ``swap_labels`` makes the nominal images the positive class (section 4.3's horse heatmaps).
+        ``monitor``: a :class:`oneclass.monitor.Monitor` that records the learning curve."""
         x = as_images(train, "train")
         if epochs < 0 or int(epochs) != epochs:
             raise ValueError(f"epochs must be a whole number >= 0, got {epochs}")
@@ -184,6 +185,8 @@ class _Method(Detector):
             self._train_upsampler = ReceptiveUpsampler(self.net_, size, self.sigma, official=True)
         micro = self.batch_size // self.accumulate
         bar = training.progress(range(epochs), progress, desc=type(self).__name__, unit="epoch")
+        if monitor is not None:
+            monitor.start(self, training.n_batches(len(x) * self.passes, self.batch_size))
         self.net_.train()
         for _ in bar:
             started = time.perf_counter()
@@ -192,6 +195,7 @@ class _Method(Detector):
             for idx in training.batches(len(x) * self.passes, self.batch_size, self.gen_):
                 idx = idx.to(dev) % len(x)
                 opt.zero_grad(set_to_none=True)
+                step_total = 0.0
                 for part in idx.split(micro):
                     batch, y, masks = augment.mix_outliers(x[part], outliers, self.oe_prob, self.gen_)
                     if masks is None:
@@ -202,9 +206,12 @@ class _Method(Detector):
                         y = 1 - y
                     loss = self._forward_loss(batch, y, masks)
                     (loss * len(part) / len(idx)).backward()
-                    total += float(loss.detach()) * len(part)
+                    step_total += float(loss.detach()) * len(part)
                     count += len(part)
                 opt.step()
+                total += step_total
+                if monitor is not None:
+                    monitor.step(self, step_total / len(idx))
             sched.step()
             self.epoch_seconds_.append(time.perf_counter() - started)
             self.history_.append(training.check_loss(total / max(count, 1), len(self.history_) + 1,
@@ -212,6 +219,8 @@ class _Method(Detector):
             bar.set_postfix(loss=f"{self.history_[-1]:.4f}")
         self.net_.eval()
         self._fitted = True
+        if monitor is not None:
+            monitor.finish(self)
         return self
 
     def _test_batches(self, test):
@@ -355,11 +364,13 @@ def input_shape(dataset: str) -> tuple[int, int]:
 
 
 def outliers(source: str | None, dataset: str, limit: int | None = None, exclude=None, seed: int = 0,
-             root=None) -> augment.Outliers | None:
+             root=None, holdout: int = 0) -> augment.Outliers | None:
     """The outlier-exposure source of a run, at ``dataset``'s load size and channels: ``None`` / 'none' (no
     OE), 'noise' or 'blobs' (synthetic noise anomalies), 'confetti' (section 4.2's confetti noise on the nominal
     image itself), or anything ``oneclass.data.load_outliers`` takes (a
-    dataset name or an image folder), limited to ``limit`` distinct images (figure 6's sweep)."""
+    dataset name or an image folder), limited to ``limit`` distinct images (figure 6's sweep). ``holdout``
+    further images of that source (drawn with ``seed``) are kept out of the pool, as ``.heldout``, for the
+    learning curve's training-task probe (:func:`training_task_probe`)."""
     from ... import data
 
     size, channels = input_shape(dataset)
@@ -371,8 +382,54 @@ def outliers(source: str | None, dataset: str, limit: int | None = None, exclude
         return augment.Outliers.confetti()
     if source in ("noise", "blobs"):
         return augment.Outliers.noise_source("uniform" if source == "noise" else "blobs", channels, size)
-    return augment.Outliers(data.load_outliers(source, size, channels, limit=limit, exclude=list(exclude or []) or None,
-                                               seed=seed, root=root))
+    if holdout < 0:
+        raise ValueError(f"outlier_holdout must be >= 0, got {holdout}")
+    want = None if limit is None else limit + holdout
+    pool = data.load_outliers(source, size, channels, limit=want, exclude=list(exclude or []) or None, seed=seed,
+                              root=root)
+    heldout = None
+    if holdout:
+        if holdout >= len(pool):
+            raise ValueError(f"outlier_holdout={holdout} leaves no outlier-exposure images of the {len(pool)} "
+                             f"of {source!r}: hold out fewer")
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed + 2))
+        heldout, pool = pool.images[order[:holdout]], pool.subset(order[holdout:].sort().values)
+    oe = augment.Outliers(pool)
+    oe.heldout = heldout
+    return oe
+
+
+def training_task_probe(train, oe, source, dataset: str, n: int = 500, exclude=None, seed: int = 0, root=None):
+    """The learning curve's training-task probe: up to ``n`` nominal training images against as many *held-out*
+    outlier-exposure images, never drawn during training: ``oe.heldout`` (``outliers(..., holdout=k)``), else
+    the source's other split (e.g. Tiny ImageNet's val). Its AUC beside the test AUC shows a shortcut: a network
+    that separates its OE ever better while the test AUC stalls has learnt what tells the OE corpus from the
+    nominal images, not what makes an anomaly. Returns ((images, anomaly), None), or (None, why) when there is
+    no held-out OE (no OE, a synthetic source, a folder, a copy without the other split)."""
+    from ... import data
+
+    held = getattr(oe, "heldout", None) if oe is not None else None
+    if held is None:
+        if oe is None or oe.images is None or not isinstance(source, str) or source in OUTLIER_KEYWORDS:
+            return None, "no outlier exposure from a dataset"
+        try:
+            name = data.canonical(source)
+        except ValueError:
+            return None, f"{source!r} is a folder: hold images out with outlier_holdout"
+        splits = data.DATASETS[name].splits
+        if len(splits) < 2:
+            return None, f"{name} has no held-out split: hold images out with outlier_holdout"
+        size, channels = input_shape(dataset)
+        try:
+            held = data.load_outliers(name, size, channels, exclude=list(exclude or []) or None, seed=seed, root=root,
+                                      split=splits[1]).images
+        except data.DatasetMissingError:
+            return None, f"{name}'s {splits[1]} split is not here: hold images out with outlier_holdout"
+    nominal = train.images if hasattr(train, "images") else train
+    pick = torch.randperm(len(nominal), generator=torch.Generator().manual_seed(seed))[:n]
+    held = held[torch.randperm(len(held), generator=torch.Generator().manual_seed(seed + 1))[:len(pick)]]
+    anomaly = torch.cat([torch.zeros(len(pick)), torch.ones(len(held))]).long()
+    return (torch.cat([nominal[pick], held.to(nominal.device)]), anomaly), None
 
 
 OUTLIER_KEYWORDS = ("none", "noise", "blobs", "confetti")

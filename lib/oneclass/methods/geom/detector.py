@@ -75,14 +75,15 @@ class GEOM(Detector):
     decides which normality becomes ``.scores``. ``fit_limit``: fit the Dirichlets on at most this many training
     images (a budget cut; the paper uses all of them). ``channels_last`` speeds up CPU convolutions (same numbers
     up to float rounding); ``precision``: 'auto' (bf16 only where the hardware has it natively), 'fp32', 'bf16'
-    (an autocast of the network; the paper's numbers are float32).
+    (an autocast of the network; the paper's numbers are float32). ``monitor_fit``: training images the
+    Dirichlets of a learning curve's intermediate points are fitted on.
     """
 
     def __init__(self, transforms="geom72", size: int | None = None, depth: int | None = None,
                  widen: int | None = None, lr: float = 1e-3, weight_decay: float = 5e-4, batch_size: int = 128,
                  eval_batch_size: int = 512, score_kind: str = "dirichlet", fit_limit: int | None = None,
                  dirichlet_max_iter: int = 1000, dirichlet_tol: float = 1e-9, seed: int | None = None,
-                 device=None, channels_last: bool = True, precision: str = "fp32"):
+                 device=None, channels_last: bool = True, precision: str = "fp32", monitor_fit: int = 500):
         if score_kind not in ("dirichlet", "simplified"):
             raise ValueError(f"score_kind must be 'dirichlet' or 'simplified', got {score_kind!r}")
         if precision not in ("auto", "fp32", "bf16"):
@@ -94,6 +95,7 @@ class GEOM(Detector):
         self.eval_batch_size, self.score_kind, self.fit_limit = eval_batch_size, score_kind, fit_limit
         self.dirichlet_max_iter, self.dirichlet_tol = dirichlet_max_iter, dirichlet_tol
         self.seed, self.device, self.channels_last, self.precision = seed, device, channels_last, precision
+        self.monitor_fit = monitor_fit
 
     # -- input handling
     def _prepare(self, images) -> torch.Tensor:
@@ -107,11 +109,12 @@ class GEOM(Detector):
             return self.net_(x).float()
 
     # -- training
-    def fit(self, train, epochs: float | None = None, progress: bool | None = False) -> "GEOM":
+    def fit(self, train, epochs: float | None = None, progress: bool | None = False, *, monitor=None) -> "GEOM":
         """Train on the self-labelled set, then fit one Dirichlet per transformation on the training images.
 
         ``epochs``: passes over the |T| x N self-labelled set (default ceil(200/|T|), the paper's); a fraction
-        trains on that share of it.
+        trains on that share of it. ``monitor``: a :class:`oneclass.monitor.Monitor`; its points before the end
+        score with Dirichlets fitted on at most ``monitor_fit`` training images (see :meth:`monitor_scores`).
         """
         self._setup()
         dev = self.device_
@@ -139,6 +142,11 @@ class GEOM(Detector):
         total = max(1, int(round(epochs * n * T)))
         steps = math.ceil(total / self.batch_size)
         x = x.to(dev)
+        if monitor is not None:
+            # the Dirichlets of the curve's points: fitted on a fixed subset drawn by a generator of its own
+            pick = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed_ + 7))[:self.monitor_fit]
+            self._monitor_x = x[pick.to(dev)]
+            monitor.start(self, math.ceil(n * T / self.batch_size))
         self.net_.train()
         self.history_ = []
         bar = training.progress(enabled=bool(progress), total=steps, desc="GEOM train", leave=False)
@@ -157,6 +165,8 @@ class GEOM(Detector):
                 loss.backward()
                 opt.step()
                 self.history_.append(training.check_loss(loss.item(), (done + start) // (n * T) + 1, "GEOM"))
+                if monitor is not None:
+                    monitor.step(self, self.history_[-1])
                 bar.update(1)
             done += perm.numel()
         bar.close()
@@ -169,7 +179,27 @@ class GEOM(Detector):
         self.alpha_ = torch.from_numpy(fit.alpha).float()
         self.dirichlet_converged_, self.dirichlet_iterations_ = fit.converged, fit.iterations
         self._fitted = True
+        if monitor is not None:
+            self.__dict__.pop("_monitor_x", None)
+            monitor.finish(self)
         return self
+
+    def monitor_scores(self, images) -> np.ndarray:
+        """Anomaly scores mid-training (the learning curve's points): the Dirichlet score with the Dirichlets
+        fitted, at this point of training, on the monitor's fixed subset of at most ``monitor_fit`` training
+        images (the finished detector fits them on every training image)."""
+        mean_p, mean_log_p = self._softmax_stats(self._monitor_x, False)
+        fit = fit_dirichlet_stats(mean_p, mean_log_p, self.dirichlet_max_iter, self.dirichlet_tol)
+        saved = getattr(self, "alpha_", None)
+        self.alpha_ = torch.from_numpy(fit.alpha).float()
+        try:
+            dn, sn = self.normality(images)
+        finally:
+            if saved is None:
+                del self.alpha_
+            else:
+                self.alpha_ = saved
+        return -(dn if self.score_kind == "dirichlet" else sn)
 
     def _log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, T) log-softmax of every transformation of every image; one forward per transformation batch."""

@@ -137,8 +137,9 @@ class NoveltyNormalization(Detector):
 
     # -- fit / score
 
-    def fit(self, train, epochs: int = 10, progress: bool | None = False) -> "NoveltyNormalization":
-        """Train on nominal images (an ImageSet or a uint8 tensor (N, C, H, W)); returns self."""
+    def fit(self, train, epochs: int = 10, progress: bool | None = False, *, monitor=None) -> "NoveltyNormalization":
+        """Train on nominal images (an ImageSet or a uint8 tensor (N, C, H, W)); returns self. ``monitor``: a
+        :class:`oneclass.monitor.Monitor` that records the learning curve."""
         x = _float_images(train)
         if len(x) < 2:
             raise ValueError(f"need at least 2 training images, got {len(x)}")
@@ -154,6 +155,8 @@ class NoveltyNormalization(Detector):
         steps = list(range(self.lr_step, epochs, self.lr_step)) if self.lr_step else []
         sched = training.schedule(opt, "multistep" if steps else "none", gamma=self.lr_gamma, milestones=steps)
         self.history_ = []
+        if monitor is not None:
+            monitor.start(self, len(x) // self.batch_size + (len(x) % self.batch_size >= 2))
         self.model_.train()
         bar = training.progress(range(epochs), progress, desc="novelty", unit="epoch")
         for epoch in bar:
@@ -172,6 +175,8 @@ class NoveltyNormalization(Detector):
                 opt.step()
                 sums += [loss.item() * len(idx), lr_.detach().sum().item(),
                          0.0 if ns is None else ns.detach().sum().item(), len(idx)]
+                if monitor is not None:
+                    monitor.step(self, loss.item())
             sched.step()
             n = sums[3]
             rec = {"epoch": epoch + 1, "loss": sums[0] / n, "reconstruction": sums[1] / n,
@@ -181,7 +186,23 @@ class NoveltyNormalization(Detector):
             bar.set_postfix(loss=f"{rec['loss']:.4f}", rec=f"{rec['reconstruction']:.4f}")
         self.model_.eval()
         self._fitted = True
+        if monitor is not None:
+            monitor.finish(self)
         return self
+
+    @torch.no_grad()
+    def monitor_scores(self, images) -> np.ndarray:
+        """Anomaly scores mid-training (the learning curve's points): p(x) with the batch statistics gathered so
+        far; before the first step, when there are none, the combined score S (under ``combined`` normalisation
+        it ranks the images as p(x) does)."""
+        x = _float_images(images)
+        ready = self.normalize == "none" or int(self.model_["norm"].count) > 0
+        out = []
+        for i in range(0, len(x), self.eval_batch_size):
+            _, lr_, ns = self._terms(x[i:i + self.eval_batch_size].to(self.device_))
+            lr_, ns = lr_.double(), None if ns is None else ns.double()
+            out.append(self._normalised(lr_, ns) if ready else self._combine(lr_, ns))
+        return torch.cat(out).cpu().numpy()
 
     @torch.no_grad()
     def score(self, test, maps: bool = True) -> Scores:
