@@ -11,7 +11,7 @@ from oneclass.monitor import Monitor, stratified_subset
 from test_conformance import CASES, _images
 
 # every method whose fit accepts a monitor (iterative training on the images)
-MONITORED = ["FCDD", "HSC", "AE", "GEOM", "NoveltyNormalization", "DeepSVDD", "DSEBM", "DAGMM"]
+MONITORED = ["FCDD", "HSC", "AE", "GEOM", "NoveltyNormalization", "DeepSVDD", "DSEBM", "DAGMM", "Autoencoder"]
 
 
 def _data(name):
@@ -32,8 +32,8 @@ def _state(det):
 
 @pytest.mark.parametrize("name", MONITORED)
 def test_the_monitor_changes_nothing_and_ends_on_the_final_auc(name):
-    factory, kwargs, _ = CASES[name]
-    kwargs = {**kwargs, "epochs": 2}
+    factory, kwargs, (c, size) = CASES[name]
+    kwargs = {**{k: (_images(16, c, size, 2) if v == "val" else v) for k, v in kwargs.items()}, "epochs": 2}
     train, test, anomaly = _data(name)
     plain = factory(0).fit(train, **kwargs)
     mon = Monitor((test, anomaly), every=0.5, size=None)

@@ -206,7 +206,9 @@ class Autoencoder(Detector):
         with self._autocast():
             return self.net_(b).float()
 
-    def fit(self, train, epochs: int | None = None, progress=None, *, val=None) -> "Autoencoder":
+    def fit(self, train, epochs: int | None = None, progress=None, *, val=None, monitor=None) -> "Autoencoder":
+        """Train on ``train``; with ``val`` (inlier validation images) keep the epoch with the lowest validation
+        error. ``monitor``: a :class:`oneclass.monitor.Monitor` (its last point is the kept epoch's model)."""
         x = as_images(train)
         epochs = self.epochs if epochs is None else epochs
         if epochs < 1 or int(epochs) != epochs:
@@ -221,6 +223,8 @@ class Autoencoder(Detector):
         v = as_images(val) if val is not None else None
         best, self.history_ = (math.inf, None), []
         bar = training.progress(range(int(epochs)), progress, desc="autoencoder", leave=False)
+        if monitor is not None:
+            monitor.start(self, training.n_batches(len(x), self.batch_size))
         for epoch in bar:
             self.net_.train()
             total = 0.0
@@ -231,6 +235,8 @@ class Autoencoder(Detector):
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(idx)
+                if monitor is not None:
+                    monitor.step(self, float(loss.detach()))
             training.check_loss(total / len(x), epoch + 1, "Clever Hans autoencoder")
             val_err = float(self._errors(v).mean()) if v is not None else total / len(x)
             self.history_.append({"epoch": epoch + 1, "train_mse": total / len(x), "val_error": val_err})
@@ -241,6 +247,8 @@ class Autoencoder(Detector):
             self.net_.load_state_dict(best[1])
         self.best_epoch_ = int(np.argmin([h["val_error"] for h in self.history_])) + 1 if self.history_ else 0
         self.net_.eval()
+        if monitor is not None:
+            monitor.finish(self)
         return self
 
     @torch.no_grad()
