@@ -11,7 +11,7 @@ from oneclass.monitor import Monitor, stratified_subset
 from test_conformance import CASES, _images
 
 # every method whose fit accepts a monitor (iterative training on the images)
-MONITORED = ["FCDD", "HSC", "AE", "GEOM", "NoveltyNormalization", "DeepSVDD", "DSEBM", "DAGMM", "Autoencoder"]
+MONITORED = ["FCDD", "HSC", "AE", "GEOM", "NoveltyNormalization", "DeepSVDD", "DSEBM", "DAGMM", "ADGAN", "Autoencoder"]
 
 
 def _data(name):

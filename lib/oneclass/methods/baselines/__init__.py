@@ -58,9 +58,8 @@ def build(method: str, **hyper):
 
 
 def takes_monitor(det) -> bool:
-    """Whether the competitor's fit records a learning curve (Deep SVDD, DSEBM, DAGMM: iterative training that
-    is the detector; not the OC-SVMs, whose SVM is fitted once, nor ADGAN, whose scoring is an optimisation per
-    image and too slow to repeat during training)."""
+    """Whether the competitor's fit records a learning curve (Deep SVDD, DSEBM, DAGMM, ADGAN: iterative training
+    that is the detector; not the OC-SVMs, whose detector, the SVM, is fitted once after the CAE)."""
     import inspect
 
     return "monitor" in inspect.signature(det.fit).parameters

@@ -42,12 +42,15 @@ class ADGAN(Detector):
         self.z_lr, self.g_lr, self.chunk, self.size = z_lr, g_lr, chunk, size
         self.seed, self.device, self.precision = seed, device, precision
 
-    def fit(self, train, epochs: int = 100, progress: bool = False) -> "ADGAN":
+    def fit(self, train, epochs: int = 100, progress: bool = False, *, monitor=None) -> "ADGAN":
+        """Train the WGAN-GP (``epochs`` of ``batches_per_epoch`` generator updates). ``monitor``: a
+        :class:`oneclass.monitor.Monitor`, one step per generator update (each point runs the full inversion
+        on its subset: keep it small)."""
         self._setup()
         with seeded(self.seed_):
-            return self._fit(train, epochs, progress)
+            return self._fit(train, epochs, progress, monitor)
 
-    def _fit(self, train, epochs, progress):
+    def _fit(self, train, epochs, progress, monitor=None):
         dev = self.device_
         x = prepare(train, self.size)
         n, c, size, _ = x.shape
@@ -63,6 +66,9 @@ class ADGAN(Detector):
         opt_d = torch.optim.Adam(D.parameters(), lr=self.lr, betas=(0.0, 0.9))
         bs = min(self.batch_size, n)
         bar = training.progress(range(int(epochs)), bool(progress), desc="ADGAN WGAN-GP", leave=False)
+        if monitor is not None:
+            self.generator_ = G           # what score() inverts; the monitor puts it in eval mode and back
+            monitor.start(self, self.batches_per_epoch)
         for _ in bar:
             losses = []
             for _ in range(self.batches_per_epoch):
@@ -83,10 +89,14 @@ class ADGAN(Detector):
                 loss_g.backward()
                 opt_g.step()
                 losses.append(loss_d.item())
+                if monitor is not None:
+                    monitor.step(self, losses[-1])
             self.history_.append(training.check_loss(np.mean(losses), len(self.history_) + 1, "ADGAN critic"))
             bar.set_postfix(critic=f"{self.history_[-1]:.3f}")
         self.generator_ = G.eval()
         self._fitted = True
+        if monitor is not None:
+            monitor.finish(self)
         return self
 
     def score(self, test, maps: bool = True, progress: bool = False, seed: int | None = None) -> Scores:
