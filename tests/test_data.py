@@ -485,3 +485,54 @@ def test_subsample_keeps_every_class_and_the_anomaly_proportion():
     assert data.subsample(s, None) is s and data.subsample(s, 500) is s
     with pytest.raises(ValueError, match="positive"):
         data.subsample(s, 0)
+
+
+def test_cifar10_overlap_drops_exactly_the_named_tiny_imagenet_classes(tmp_path):
+    """'cifar10_overlap' removes the 22 listed wnids (here 3 of them exist) and nothing else; the wide list adds the
+    6 borderline ones; FCDD's default drops them only for CIFAR-10 with Tiny ImageNet as OE."""
+    from oneclass.methods import fcdd
+
+    overlap = sorted(data.TINY_IMAGENET_CIFAR10)
+    assert len(overlap) == 22 and len(data.TINY_IMAGENET_CIFAR10_BORDERLINE) == 6
+    assert not set(overlap) & set(data.TINY_IMAGENET_CIFAR10_BORDERLINE)
+    assert {c for c, _ in data.TINY_IMAGENET_CIFAR10.values()} <= set(data.DATASETS["cifar10"].classes)
+    wnids = ("n02123045", "n03100240", "n01641577", "n04146614", "n01443537", "n09999999")
+    datagen.write_tiny_imagenet_like(tmp_path, wnids=wnids, n_train=2)
+    everything = data.load_outliers("tiny_imagenet", 32, 3, root=tmp_path)
+    kept = data.load_outliers("tiny_imagenet", 32, 3, exclude=["cifar10_overlap"], root=tmp_path)
+    assert kept.meta["excluded"] == ["n01641577", "n02123045", "n03100240"]
+    assert len(everything) == 12 and len(kept) == 6
+    assert sorted({kept.classes[i] for i in kept.labels.tolist()}) == ["n01443537", "n04146614", "n09999999"]
+    wide = data.load_outliers("tiny_imagenet", 32, 3, exclude="cifar10_overlap_wide", root=tmp_path)
+    assert wide.meta["excluded"] == ["n01641577", "n02123045", "n03100240", "n04146614"]
+    assert fcdd.default_exclude("cifar10", "tiny_imagenet") == ["cifar10_overlap"]
+    assert fcdd.default_exclude("fmnist", "tiny_imagenet") == [] and fcdd.default_exclude("cifar10", "noise") == []
+    assert len(fcdd.outliers("tiny_imagenet", "cifar10", root=tmp_path)) == 6            # None: the default
+    assert len(fcdd.outliers("tiny_imagenet", "cifar10", exclude=[], root=tmp_path)) == 12
+
+
+def test_outlier_blur_touches_the_oe_images_only(tmp_path):
+    """outlier_blur blurs the OE pool (and its held-out images) with the stated Gaussian, computed here with
+    scipy; the nominal training images that the pipeline mixes with them are untouched."""
+    from scipy.ndimage import gaussian_filter
+
+    from oneclass.methods import fcdd
+
+    datagen.write_tiny_imagenet_like(tmp_path, wnids=("n01443537", "n01629819"), n_train=4)
+    rng = np.random.default_rng(0)
+    for p in (tmp_path / "tiny-imagenet-200" / "train").rglob("*.JPEG"):   # textured images: a blur shows
+        from PIL import Image
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(p, format="PNG")
+    sharp = fcdd.outliers("tiny_imagenet", "cifar10", exclude=[], root=tmp_path)
+    soft = fcdd.outliers("tiny_imagenet", "cifar10", exclude=[], root=tmp_path, blur=1.0, holdout=2)
+    full = fcdd.outliers("tiny_imagenet", "cifar10", exclude=[], root=tmp_path, blur=1.0)
+    ref = np.stack([[gaussian_filter(ch.astype(np.float64), 1.0, mode="reflect", truncate=3.0) for ch in img]
+                    for img in sharp.images.numpy()])
+    assert np.abs(full.images.numpy().astype(np.float64) - ref)[..., 3:-3, 3:-3].max() <= 1.0   # uint8 rounding
+    assert full.images.float().std() < 0.7 * sharp.images.float().std()
+    assert len(soft) + len(soft.heldout) == len(full) and soft.heldout.float().std() < 0.7 * sharp.images.float().std()
+    nominal = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    batch, y, _ = fcdd.pipeline.mix_outliers(nominal, full, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(batch[y == 0], nominal[y == 0]) and 0 < int(y.sum()) < 64
+    with pytest.raises(ValueError, match="outlier_blur must be >= 0"):
+        fcdd.outliers("tiny_imagenet", "cifar10", root=tmp_path, blur=-1)

@@ -17,10 +17,12 @@ from .core import (CorruptImageError, DatasetInfo, DatasetMissingError, ImageSet
 from .folders import decode_images, list_images
 from .idx import read_idx
 from .mvtec import load_mvtec, load_mvtec_folder, load_mvtec_masks, mvtec_categories, semi_supervised_split
-from .outliers import load_outliers
+from .outliers import (NAMED_EXCLUSIONS, TINY_IMAGENET_CIFAR10, TINY_IMAGENET_CIFAR10_BORDERLINE, expand_exclusions,
+                       load_outliers)
 
 __all__ = [
-    "data_root", "DATASETS", "classes", "require", "resolve_class", "class_slug", "load", "one_vs_rest", "load_outliers",
+    "data_root", "DATASETS", "classes", "require", "resolve_class", "class_slug", "load", "one_vs_rest", "load_outliers", "NAMED_EXCLUSIONS", "TINY_IMAGENET_CIFAR10",
+    "TINY_IMAGENET_CIFAR10_BORDERLINE", "expand_exclusions",
     "subsample",
     "load_mvtec", "load_mvtec_folder", "mvtec_categories", "semi_supervised_split", "load_mvtec_masks", "ImageSet", "Split", "DatasetInfo",
     "DatasetMissingError", "CorruptImageError", "UnknownClassError", "canonical", "match_class",

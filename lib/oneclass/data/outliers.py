@@ -24,8 +24,9 @@ def load_outliers(source, size: int, channels: int, limit=None, exclude=None, se
 
     ``source``: a dataset name ('tiny_imagenet', 'cifar100', 'emnist_letters', 'imagenet22k', ...; its first
     split, i.e. 'train', unless ``split`` names another: a held-out set of the same corpus) or a folder of images
-    (searched recursively; a file's class is its top-level subfolder). ``exclude``: class names (or indices) to drop, matched like ``resolve_class``; names the source
-    does not have are ignored (an ImageNet-1k wnid list against a 22k subset), the dropped ones are listed in
+    (searched recursively; a file's class is its top-level subfolder). ``exclude``: class names or indices to drop,
+    matched like ``resolve_class``, or a named list of :data:`NAMED_EXCLUSIONS` ('cifar10_overlap'); names the
+    source does not have are ignored (an ImageNet-1k wnid list against a 22k subset), the dropped ones are listed in
     ``meta['excluded']``. Fewer than ``limit`` usable images is an error, never a silent shortfall.
     """
     size, channels = check_size(size), check_channels(channels)
@@ -66,9 +67,46 @@ def _source(source):
         raise
 
 
+#: Tiny ImageNet classes that *are* CIFAR-10 classes: wnid -> (CIFAR-10 class, the Tiny ImageNet class). As
+#: outlier exposure against a CIFAR-10 class they are that class labelled anomalous (2-6 % of the OE for the
+#: classes concerned). The FCDD paper's OE for CIFAR-10, CIFAR-100, was chosen because it shares no class with it.
+TINY_IMAGENET_CIFAR10 = {
+    "n02814533": ("automobile", "beach wagon / station wagon"), "n03100240": ("automobile", "convertible"),
+    "n03670208": ("automobile", "limousine"), "n04285008": ("automobile", "sports car"),
+    "n03796401": ("truck", "moving van"),
+    "n01855672": ("bird", "goose"), "n02056570": ("bird", "king penguin"), "n02058221": ("bird", "albatross"),
+    "n02002724": ("bird", "black stork"),
+    "n02123045": ("cat", "tabby cat"), "n02123394": ("cat", "Persian cat"), "n02124075": ("cat", "Egyptian cat"),
+    "n02085620": ("dog", "Chihuahua"), "n02094433": ("dog", "Yorkshire terrier"),
+    "n02099601": ("dog", "golden retriever"), "n02099712": ("dog", "Labrador retriever"),
+    "n02106662": ("dog", "German shepherd"), "n02113799": ("dog", "standard poodle"),
+    "n01641577": ("frog", "bullfrog"), "n01644900": ("frog", "tailed frog"),
+    "n03447447": ("ship", "gondola"), "n03662601": ("ship", "lifeboat"),
+}
+#: Close to a CIFAR-10 class without being one of its classes (kept by ``cifar10_overlap``, dropped by
+#: ``cifar10_overlap_wide``): vehicles CIFAR-10's automobile / truck classes do not contain, and a deer-like antelope.
+TINY_IMAGENET_CIFAR10_BORDERLINE = {
+    "n03977966": ("automobile / truck", "police van"), "n04146614": ("truck", "school bus"),
+    "n04487081": ("truck", "trolleybus"), "n03393912": ("truck", "freight car"),
+    "n04465501": ("truck", "tractor"), "n02423022": ("deer", "gazelle"),
+}
+#: Named exclusion lists that ``exclude`` accepts beside class names.
+NAMED_EXCLUSIONS = {"cifar10_overlap": sorted(TINY_IMAGENET_CIFAR10),
+                    "cifar10_overlap_wide": sorted(TINY_IMAGENET_CIFAR10) + sorted(TINY_IMAGENET_CIFAR10_BORDERLINE)}
+
+
+def expand_exclusions(exclude) -> list:
+    """``exclude`` with the named lists (:data:`NAMED_EXCLUSIONS`, e.g. 'cifar10_overlap') replaced by their
+    class names."""
+    out = []
+    for e in [exclude] if isinstance(exclude, str) else list(exclude or []):
+        out += NAMED_EXCLUSIONS.get(e, [e]) if isinstance(e, str) else [e]
+    return out
+
+
 def _excluded(dataset, classes, exclude) -> list[int]:
     dropped = []
-    for e in [exclude] if isinstance(exclude, str) else list(exclude or []):
+    for e in expand_exclusions(exclude):
         try:
             dropped.append(match_class(dataset, classes, e))
         except UnknownClassError:

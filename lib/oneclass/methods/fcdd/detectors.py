@@ -12,6 +12,7 @@ optimiser and schedule (:func:`defaults`), gradient accumulation, a progress bar
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -363,14 +364,38 @@ def input_shape(dataset: str) -> tuple[int, int]:
     return LOAD[dataset]
 
 
+def blur_images(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """uint8 images (N, C, H, W) blurred with a Gaussian of ``sigma`` pixels (kernel 2 * ceil(3 sigma) + 1,
+    reflected borders), rounded back to uint8."""
+    from torchvision.transforms.v2 import functional as TF
+
+    k = 2 * math.ceil(3 * sigma) + 1
+    return TF.gaussian_blur(images, [k, k], [sigma, sigma])
+
+
+def default_exclude(dataset: str, source) -> list:
+    """The OE classes a run drops when ``outlier_exclude`` is None: against CIFAR-10 with Tiny ImageNet as OE,
+    the 22 Tiny ImageNet classes that are CIFAR-10 classes ('cifar10_overlap', see
+    ``oneclass.data.TINY_IMAGENET_CIFAR10``); nothing otherwise."""
+    from ... import data
+
+    try:
+        pair = (data.canonical(dataset), data.canonical(source) if isinstance(source, str) else None)
+    except ValueError:
+        return []
+    return ["cifar10_overlap"] if pair == ("cifar10", "tiny_imagenet") else []
+
+
 def outliers(source: str | None, dataset: str, limit: int | None = None, exclude=None, seed: int = 0,
-             root=None, holdout: int = 0) -> augment.Outliers | None:
+             root=None, holdout: int = 0, blur: float = 0.0) -> augment.Outliers | None:
     """The outlier-exposure source of a run, at ``dataset``'s load size and channels: ``None`` / 'none' (no
     OE), 'noise' or 'blobs' (synthetic noise anomalies), 'confetti' (section 4.2's confetti noise on the nominal
     image itself), or anything ``oneclass.data.load_outliers`` takes (a
     dataset name or an image folder), limited to ``limit`` distinct images (figure 6's sweep). ``holdout``
     further images of that source (drawn with ``seed``) are kept out of the pool, as ``.heldout``, for the
-    learning curve's training-task probe (:func:`training_task_probe`)."""
+    learning curve's training-task probe (:func:`training_task_probe`). ``exclude`` None: :func:`default_exclude`.
+    ``blur``: a Gaussian blur of that sigma (pixels, at the load size) on the OE images only, pool and held-out
+    alike (a cue test: Tiny ImageNet photos carry more high-frequency energy than the JPEG CIFAR-10 copy here)."""
     from ... import data
 
     size, channels = input_shape(dataset)
@@ -384,6 +409,10 @@ def outliers(source: str | None, dataset: str, limit: int | None = None, exclude
         return augment.Outliers.noise_source("uniform" if source == "noise" else "blobs", channels, size)
     if holdout < 0:
         raise ValueError(f"outlier_holdout must be >= 0, got {holdout}")
+    if blur < 0:
+        raise ValueError(f"outlier_blur must be >= 0, got {blur}")
+    if exclude is None:
+        exclude = default_exclude(dataset, source)
     want = None if limit is None else limit + holdout
     pool = data.load_outliers(source, size, channels, limit=want, exclude=list(exclude or []) or None, seed=seed,
                               root=root)
@@ -394,8 +423,11 @@ def outliers(source: str | None, dataset: str, limit: int | None = None, exclude
                              f"of {source!r}: hold out fewer")
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed + 2))
         heldout, pool = pool.images[order[:holdout]], pool.subset(order[holdout:].sort().values)
+    if blur:
+        pool = dataclasses.replace(pool, images=blur_images(pool.images, blur))
+        heldout = None if heldout is None else blur_images(heldout, blur)
     oe = augment.Outliers(pool)
-    oe.heldout = heldout
+    oe.heldout, oe.excluded = heldout, list(pool.meta.get("excluded", []))
     return oe
 
 
