@@ -218,3 +218,17 @@ def test_outliers_to_a_device():
         assert confetti.to(dev) is confetti
         assert moved.device == dev and noise.to(dev).device == dev
     assert POOL.device.type == "cpu" and noise.device.type == "cpu" and confetti.device is None
+
+
+def test_background_box_lands_on_the_same_pixels_whatever_the_crop():
+    """black_center / black_border are applied after crop, flip and noise (the authors' order): in the final
+    training tensor the box holds exactly the normalised black on every image, and nothing outside it does."""
+    x = torch.randint(1, 256, (64, 3, 32, 32), generator=gen(), dtype=torch.uint8)
+    for mode in ("black_center", "black_border"):
+        p = pipeline.pipeline("cifar10", background=mode).fit(x)
+        out = p.train(x, gen())
+        black = p.normalize(torch.zeros(1, 3, 32, 32))[0]
+        box = pipeline.black_out(torch.ones(1, 1, 32, 32), mode)[0, 0] == 0
+        assert torch.equal(out[:, :, box], black[:, box].expand(64, -1, -1))
+        # outside the box only the crop's zero padding can be black
+        assert torch.isclose(out[:, :, ~box], black[:, ~box].expand(64, -1, -1)).all(dim=1).float().mean() < 0.05

@@ -290,7 +290,7 @@ def plot_curves(found: pd.DataFrame, summary: pd.DataFrame | None = None):
 
     found = found.assign(method=found["method"].fillna(""), **{"class": found["class"].astype(str)})
     panels = list(found.groupby(["experiment", "method"], sort=False))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 3.6), squeeze=False)
     for ax, ((exp, method), part) in zip(axes[0], panels):
         order = list(dict.fromkeys(part["class"]))
         palette = dict(zip(order, sns.color_palette("tab10", len(order))))
@@ -304,7 +304,7 @@ def plot_curves(found: pd.DataFrame, summary: pd.DataFrame | None = None):
                     ax.hlines(value, end * 0.9, end * 1.04, color=palette[cls], lw=3, alpha=0.8)
         ax.set_title(f"{exp} {method}".strip() + " (bars: the paper's final AUC)", fontsize=9)
         ax.set_ylabel("test AUC (monitor subset)")
-        ax.legend(fontsize=7, title="class", title_fontsize=7)
+        ax.legend(fontsize=7, title="class", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
 

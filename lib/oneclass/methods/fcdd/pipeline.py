@@ -557,8 +557,10 @@ class Pipeline:
 
     def train(self, x: torch.Tensor, gen: torch.Generator | None = None, masks: torch.Tensor | None = None):
         """uint8 batch (nominal and outliers mixed) -> augmented, normalised float batch; with ``masks``
-        (N, 1, H, W) returns (batch, masks) with the masks cropped exactly as the images."""
-        x = black_out(to_float(x), self.background)
+        (N, 1, H, W) returns (batch, masks) with the masks cropped exactly as the images. The background
+        ablation's box is blacked out last, after crop, flip and noise (as the authors' code does), so it covers
+        the same pixels of every training tensor whatever the crop."""
+        x = to_float(x)
         n, c = x.shape[:2]
         if self.jitter_choices:   # per-image strengths: drawn and kept on the CPU (color_jitter moves its factors)
             choices = torch.tensor(self.jitter_choices, dtype=torch.float32)
@@ -589,7 +591,7 @@ class Pipeline:
             x = gaussian_noise(x, std, gen)
             if self.noise_relative:
                 x = x.clamp(0, 1)
-        x = self.normalize(x)
+        x = self.normalize(black_out(x, self.background))
         return x if masks is None else (x, masks)
 
     def test(self, x: torch.Tensor, masks: torch.Tensor | None = None):
