@@ -61,11 +61,10 @@ def check_run_folder(run: dict, spec=None) -> None:
     import json
 
     import pandas as pd
-    import yaml
     from sklearn.metrics import average_precision_score
 
     path = Path(run["path"])
-    metrics = json.loads((path / "metrics.json").read_text())
+    metrics, stored = run["metrics"], run["params"]["parameters"]      # runs.read_run read them from the folder
     n = None
     if (path / "scores.parquet").exists():
         table = pd.read_parquet(path / "scores.parquet")
@@ -100,11 +99,9 @@ def check_run_folder(run: dict, spec=None) -> None:
         curve = pd.read_parquet(path / "curve.parquet")
         assert (np.diff(curve["step"]) > 0).all() and curve["final"].iloc[-1] and not curve["final"].iloc[:-1].any()
         assert np.isfinite(curve[[c for c in curve if c.startswith("auc")]].to_numpy()).all(), f"{path}: curve"
-        p = yaml.safe_load((path / "params.yaml").read_text())["parameters"]
-        if p.get("monitor_size", 0) is None and "auc" in metrics:   # the whole test set: ends on the run's AUC
+        if stored.get("monitor_size", 0) is None and "auc" in metrics:   # the whole test set: ends on the run's AUC
             assert abs(curve["auc"].iloc[-1] - metrics["auc"]) < 1e-9, f"{path}: curve does not end on the auc"
     if spec is not None:
-        stored = yaml.safe_load((path / "params.yaml").read_text())["parameters"]
         assert stored == dict(spec.parameters), f"{path}: params.yaml differs from what the batch resolved"
     env = json.loads((path / "env.json").read_text())
     assert env["git_commit"] and env["packages"]["torch"] and env["torch_threads"] >= 1, f"{path}: env.json"

@@ -520,7 +520,7 @@ def test_outlier_blur_touches_the_oe_images_only(tmp_path):
 
     datagen.write_tiny_imagenet_like(tmp_path, wnids=("n01443537", "n01629819"), n_train=4)
     rng = np.random.default_rng(0)
-    for p in (tmp_path / "tiny-imagenet-200" / "train").rglob("*.JPEG"):   # textured images: a blur shows
+    for p in (tmp_path / "tiny-imagenet-200").rglob("*.JPEG"):   # textured images (train and val): a blur shows
         from PIL import Image
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(p, format="PNG")
     sharp = fcdd.outliers("tiny_imagenet", "cifar10", exclude=[], root=tmp_path)
@@ -531,6 +531,12 @@ def test_outlier_blur_touches_the_oe_images_only(tmp_path):
     assert np.abs(full.images.numpy().astype(np.float64) - ref)[..., 3:-3, 3:-3].max() <= 1.0   # uint8 rounding
     assert full.images.float().std() < 0.7 * sharp.images.float().std()
     assert len(soft) + len(soft.heldout) == len(full) and soft.heldout.float().std() < 0.7 * sharp.images.float().std()
+    # without held-out pool images the probe draws Tiny ImageNet's val split, blurred as the pool was
+    (images, anomaly), _ = fcdd.training_task_probe(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), full, "cifar10",
+                                                    n=4, root=tmp_path)
+    val = data.load_outliers("tiny_imagenet", 32, 3, root=tmp_path, split="val").images
+    key = lambda t: t.numpy().tobytes()
+    assert {key(t) for t in images[anomaly == 1]} <= {key(t) for t in fcdd.blur_images(val, 1.0)}
     nominal = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     batch, y, _ = fcdd.pipeline.mix_outliers(nominal, full, 0.5, torch.Generator().manual_seed(0))
     assert torch.equal(batch[y == 0], nominal[y == 0]) and 0 < int(y.sum()) < 64

@@ -137,8 +137,8 @@ def test_held_out_outliers_never_enter_the_training_pool(tmp_path):
     with pytest.raises(ValueError, match="leaves no outlier-exposure images"):
         fcdd.outliers(folder, "cifar10", holdout=30)
     train = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
-    (images, anomaly), why = fcdd.training_task_probe(train, oe, folder, "cifar10", n=5)
+    (images, anomaly), why = fcdd.training_task_probe(train, oe, "cifar10", n=5)
     assert why is None and anomaly.tolist() == [0] * 5 + [1] * 5
     assert {key(t) for t in images[5:]} <= held and {key(t) for t in images[:5]} <= {key(t) for t in train}
-    probe, why = fcdd.training_task_probe(train, everything, folder, "cifar10")
+    probe, why = fcdd.training_task_probe(train, everything, "cifar10")
     assert probe is None and "outlier_holdout" in why

@@ -141,23 +141,19 @@ class Monitor:
         self._record(det, final=True, loss=loss)
 
     # -- the curve
-    def _scores(self, det, images) -> np.ndarray:
-        if hasattr(det, "monitor_scores"):
+    @staticmethod
+    def _scores(det, images, final: bool) -> np.ndarray:
+        """The finished detector's own scores; mid-training its ``monitor_scores`` where it has one."""
+        if not final and hasattr(det, "monitor_scores"):
             return np.asarray(det.monitor_scores(images), dtype=np.float64)
         return np.asarray(det.score(images, maps=False).scores, dtype=np.float64)
 
     def _record(self, det, final: bool, loss: float | None = None) -> None:
         now = time.perf_counter()
         self._train_seconds += now - self._since
-        if final:
-            with torch.no_grad():
-                scores = np.asarray(det.score(self.images, maps=False).scores, dtype=np.float64)
-                probes = {k: np.asarray(det.score(x, maps=False).scores, dtype=np.float64)
-                          for k, (x, _) in self.probes.items()}
-        else:
-            with evaluating(det):
-                scores = self._scores(det, self.images)
-                probes = {k: self._scores(det, x) for k, (x, _) in self.probes.items()}
+        with torch.no_grad() if final else evaluating(det):
+            scores = self._scores(det, self.images, final)
+            probes = {k: self._scores(det, x, final) for k, (x, _) in self.probes.items()}
         rec = {"step": self._step, "epoch": self._step / self._steps_per_epoch,
                "train_seconds": self._train_seconds,
                "loss": loss if loss is not None else float(np.mean(self._losses)) if self._losses else np.nan,

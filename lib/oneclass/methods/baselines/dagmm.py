@@ -77,7 +77,8 @@ class DAGMM(Detector):
                                             nn.Linear(64, 10), nn.Tanh(), nn.Dropout(0.5),
                                             nn.Linear(10, self.n_components), nn.Softmax(1))}).to(dev).train()
             x = x.to(dev)
-            self._monitor_x = x[:2048]
+            if monitor is not None:
+                self._monitor_x = x[:2048]
 
             def loss(idx):
                 xb = x[idx]
@@ -94,29 +95,35 @@ class DAGMM(Detector):
                                       monitor=monitor, det=self)
         self.model_.eval()
         with torch.no_grad():
-            z = _batched(lambda b: self._z(b)[0], x, 512, dev).double()
-            gamma = _batched(self.model_["estimation"], z.float(), 4096, dev).double()
-            self.phi_, self.mu_, self.sigma_ = gmm_parameters(z, gamma)
+            self.phi_, self.mu_, self.sigma_ = self._mixture(x)
         self._fitted = True
         if monitor is not None:
             monitor.finish(self)
         self.__dict__.pop("_monitor_x", None)
         return self
 
+    def _codes(self, images) -> torch.Tensor:
+        """z (float64) of prepared images, in batches on the detector's device."""
+        return _batched(lambda b: self._z(b)[0], images, 512, self.device_).double()
+
+    def _mixture(self, x: torch.Tensor):
+        """(phi, mu, Sigma) estimated from the codes of the prepared images ``x`` and their memberships."""
+        z = self._codes(x)
+        gamma = _batched(self.model_["estimation"], z.float(), 4096, self.device_).double()
+        return gmm_parameters(z, gamma)
+
+    def _energies(self, images, phi, mu, sigma) -> torch.Tensor:
+        z = self._codes(prepare(images, self.size_))
+        return gmm_energy(z, phi.cpu(), mu.cpu(), sigma.cpu())
+
     def monitor_scores(self, images) -> np.ndarray:
         """Energies mid-training (the learning curve's points): the mixture estimated, at this point, from the
         codes of at most 2,048 training images (the finished detector uses all of them)."""
-        x = self._monitor_x
-        z = _batched(lambda b: self._z(b)[0], x, 512, self.device_).double()
-        gamma = _batched(self.model_["estimation"], z.float(), 4096, self.device_).double()
-        phi, mu, sigma = gmm_parameters(z, gamma)
-        zt = _batched(lambda b: self._z(b)[0], prepare(images, self.size_), 512, self.device_).double()
-        return gmm_energy(zt, phi.cpu(), mu.cpu(), sigma.cpu()).numpy()
+        return self._energies(images, *self._mixture(self._monitor_x)).numpy()
 
     @torch.no_grad()
     def score(self, test, maps: bool = True) -> Scores:
         """Sample energy under the fitted mixture; DAGMM has no heatmap (``maps`` is always None)."""
         self._check_fitted()
         self.model_.eval()
-        z = _batched(lambda b: self._z(b)[0], prepare(test, self.size_), 512, self.device_).double()
-        return Scores(gmm_energy(z, self.phi_.cpu(), self.mu_.cpu(), self.sigma_.cpu()))
+        return Scores(self._energies(test, self.phi_, self.mu_, self.sigma_))

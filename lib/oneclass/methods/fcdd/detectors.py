@@ -427,22 +427,26 @@ def outliers(source: str | None, dataset: str, limit: int | None = None, exclude
         pool = dataclasses.replace(pool, images=blur_images(pool.images, blur))
         heldout = None if heldout is None else blur_images(heldout, blur)
     oe = augment.Outliers(pool)
+    # what the training-task probe needs to draw held-out images the way the pool was drawn
     oe.heldout, oe.excluded = heldout, list(pool.meta.get("excluded", []))
+    oe.source, oe.exclude, oe.blur = source, list(exclude or []), blur
     return oe
 
 
-def training_task_probe(train, oe, source, dataset: str, n: int = 500, exclude=None, seed: int = 0, root=None):
+def training_task_probe(train, oe, dataset: str, n: int = 500, seed: int = 0, root=None):
     """The learning curve's training-task probe: up to ``n`` nominal training images against as many *held-out*
     outlier-exposure images, never drawn during training: ``oe.heldout`` (``outliers(..., holdout=k)``), else
-    the source's other split (e.g. Tiny ImageNet's val). Its AUC beside the test AUC shows a shortcut: a network
-    that separates its OE ever better while the test AUC stalls has learnt what tells the OE corpus from the
-    nominal images, not what makes an anomaly. Returns ((images, anomaly), None), or (None, why) when there is
-    no held-out OE (no OE, a synthetic source, a folder, a copy without the other split)."""
+    the other split of the dataset ``oe`` came from (e.g. Tiny ImageNet's val), with the pool's exclusions and
+    blur. Its AUC beside the test AUC shows a shortcut: a network that separates its OE ever better while the test
+    AUC stalls has learnt what tells the OE corpus from the nominal images, not what makes an anomaly. Returns
+    ((images, anomaly), None), or (None, why) when there is no held-out OE (no OE, a synthetic source, a folder,
+    a copy without the other split)."""
     from ... import data
 
-    held = getattr(oe, "heldout", None) if oe is not None else None
+    held = getattr(oe, "heldout", None)
     if held is None:
-        if oe is None or oe.images is None or not isinstance(source, str) or source in OUTLIER_KEYWORDS:
+        source = getattr(oe, "source", None)
+        if source is None:
             return None, "no outlier exposure from a dataset"
         try:
             name = data.canonical(source)
@@ -453,10 +457,12 @@ def training_task_probe(train, oe, source, dataset: str, n: int = 500, exclude=N
             return None, f"{name} has no held-out split: hold images out with outlier_holdout"
         size, channels = input_shape(dataset)
         try:
-            held = data.load_outliers(name, size, channels, exclude=list(exclude or []) or None, seed=seed, root=root,
+            held = data.load_outliers(name, size, channels, exclude=oe.exclude or None, seed=seed, root=root,
                                       split=splits[1]).images
         except data.DatasetMissingError:
             return None, f"{name}'s {splits[1]} split is not here: hold images out with outlier_holdout"
+        if oe.blur:
+            held = blur_images(held, oe.blur)
     nominal = train.images if hasattr(train, "images") else train
     pick = torch.randperm(len(nominal), generator=torch.Generator().manual_seed(seed))[:n]
     held = held[torch.randperm(len(held), generator=torch.Generator().manual_seed(seed + 1))[:len(pick)]]
