@@ -105,6 +105,7 @@ def check_run_folder(run: dict, spec=None) -> None:
         assert stored == dict(spec.parameters), f"{path}: params.yaml differs from what the batch resolved"
     env = json.loads((path / "env.json").read_text())
     assert env["git_commit"] and env["packages"]["torch"] and env["torch_threads"] >= 1, f"{path}: env.json"
+    assert env["cpu_model"] and env["load_average"] >= 0, f"{path}: env.json lacks the machine"
     assert env["device"] in ("cpu", "cuda") or str(env["device"]).startswith("cuda"), env["device"]
 
 

@@ -1,7 +1,6 @@
 """The notebooks read like the papers because the code in them stays small: short cells, no function or class
 definitions (those belong in the library), no branching on the method name (a method's differences live in its
-detector, not in the notebook), every parameter recorded by runs.start, and the run finished by the last code
-cell. Each rule is checked on every notebook, and shown to catch a bad cell."""
+detector, not in the notebook), every parameter recorded by runs.start, and the run finished by a cell after which nothing touches it. Each rule is checked on every notebook, and shown to catch a bad cell."""
 from __future__ import annotations
 
 import ast
@@ -48,9 +47,18 @@ def problems(nb) -> list[str]:
         declared = set(params.notebook_parameters_from(nb)) - {"run_dir"}
         if declared - recorded:
             found.append(f"runs.start does not record the parameters {sorted(declared - recorded)}")
-        last = cells[-1][1].strip() if cells else ""
-        if last != "run.finish()":
-            found.append(f"the last code cell is {last.splitlines()[-1] if last else 'empty'!r}, not run.finish()")
+        # run.finish() ends the run: cells after it may only show things (the committed results), never
+        # touch the run, whose folder is already final
+        finish = [i for i, src, _ in cells if src.strip() == "run.finish()"]
+        if not finish:
+            last = cells[-1][1].strip() if cells else ""
+            found.append(f"no cell is run.finish() (the last code cell is "
+                         f"{last.splitlines()[-1] if last else 'empty'!r})")
+        else:
+            for i, src, _ in cells:
+                if i > finish[-1] and "run" in _names(ast.parse(src)):
+                    found.append(f"cell {i}: uses the run after run.finish() (finish it in the last cell "
+                                 "that writes to it)")
     return found
 
 
@@ -100,4 +108,6 @@ def test_the_rules_catch_each_bad_cell():
         assert any(expected in p for p in found), (expected, found)
     assert any("does not record the parameters ['method']" in p for p in problems(_notebook(
         GOOD_START.replace(", method=method", ""), "run.finish()")))
-    assert any("not run.finish()" in p for p in problems(_notebook(GOOD_START, "run.finish()", "x = 1")))
+    assert any("no cell is run.finish()" in p for p in problems(_notebook(GOOD_START, "x = 1")))
+    assert any("after run.finish()" in p for p in problems(_notebook(GOOD_START, "run.finish()", "run.save_metrics({})")))
+    assert problems(_notebook(GOOD_START, "run.finish()", "tables.published('x')")) == []

@@ -108,6 +108,17 @@ def git_commit() -> str | None:
         return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(wall_seconds: float | None = None, run_dir: str | os.PathLike | None = None) -> dict:
     """What env.json records: code version, package versions, device and wall time. When the run saved a
     model (:meth:`Run.save_model`), ``device``, ``precision`` and ``torch_threads`` are the ones its detector
@@ -127,6 +138,9 @@ def environment(wall_seconds: float | None = None, run_dir: str | os.PathLike | 
         "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        # the 1-minute load average when the run finished: its seconds are comparable only on a quiet machine
+        "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "host": socket.gethostname(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_seconds": None if wall_seconds is None else round(float(wall_seconds), 3),

@@ -7,6 +7,7 @@ tolerance. :func:`write` saves CSV, Markdown and a seaborn figure.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,11 @@ def collect(root: str | Path) -> pd.DataFrame:
             "paper_metrics": rep.get("paper_metric"),
             **{k: v for k, v in r["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
             "wall_seconds": r["env"].get("wall_seconds"), "path": str(path),
+            # provenance: which code, on which machine, when (results/ tables carry it)
+            "params_file": p.get("params_file"), "commit": r["env"].get("git_commit"),
+            "finished_at": r["env"].get("finished_at"), "cpu_model": r["env"].get("cpu_model"),
+            "device": r["env"].get("device"), "precision": r["env"].get("precision"),
+            "torch_threads": r["env"].get("torch_threads"), "load_average": r["env"].get("load_average"),
         })
     return pd.DataFrame(rows)
 
@@ -135,15 +141,40 @@ def summarize(frame: pd.DataFrame, metric: str = "auc", tolerance: float = DEFAU
 
     out["paper_value"] = out.apply(paper_value, axis=1)
     out["classes"] = out.groupby(keys, sort=False)["class"].transform(lambda c: int((c != "mean").sum()))
-    # A mean over some of the classes is compared with the paper's numbers for those same classes, never with its
-    # all-class mean (which would mix in classes we did not run): where one of them has no paper number (a table
-    # that gives only a mean), the mean row has none either.
+    out["paper_classes"] = 0
+    # A mean row is compared like with like: with the paper's mean only when we ran exactly the paper's classes (or
+    # all of a dataset's classes, for a table that gives only a mean); with the mean of the paper's numbers when
+    # every class we ran has one; otherwise not at all, and then a second row compares the mean over the classes
+    # that do have paper numbers (a batch that adds a category of one's own to MVTec's fifteen).
+    extra = []
     for _, group in out.groupby(keys, sort=False):
         classes, mean_row = group[group["class"] != "mean"], group.index[group["class"] == "mean"]
-        if not len(mean_row) or len(classes) >= (_n_classes(group.iloc[0]) or _dataset_classes(group.iloc[0])):
+        if not len(mean_row):
             continue
-        known = len(classes) and classes["paper_value"].notna().all()
-        out.loc[mean_row, "paper_value"] = classes["paper_value"].mean() if known else np.nan
+        known = classes["paper_value"].notna()
+        out.loc[mean_row, "paper_classes"] = int(known.sum())
+        n_paper = _n_classes(group.iloc[0])
+        if n_paper and known.all() and len(classes) == n_paper:
+            if out.loc[mean_row, "paper_value"].isna().all():     # the paper prints no mean: ours of its numbers
+                out.loc[mean_row, "paper_value"] = classes["paper_value"].mean()
+            continue                                   # the paper's own mean row (as printed) when it has one
+        if not n_paper and not known.any() and len(classes) == _dataset_classes(group.iloc[0]):
+            continue                                   # a table that gives only a mean, every class run
+        if known.all() and len(classes):
+            out.loc[mean_row, "paper_value"] = classes["paper_value"].mean()
+            continue
+        out.loc[mean_row, "paper_value"] = np.nan
+        if known.any():
+            row = out.loc[mean_row[0]].copy()
+            sub = classes[known]
+            row["class"], row["mean"], row["runs"] = f"mean of {int(known.sum())} with paper values", \
+                sub["mean"].mean(), sub["runs"].sum()
+            row["seconds"], row["paper_value"], row["classes"] = sub["seconds"].mean(), sub["paper_value"].mean(), \
+                int(known.sum())
+            row["paper_classes"] = int(known.sum())
+            extra.append(row)
+    if extra:
+        out = pd.concat([out, pd.DataFrame(extra)], ignore_index=True)
     out["diff"] = out["mean"] - out["paper_value"]
     out["flag"] = np.where(out["diff"].abs() > tolerance, "outside ±%.2f" % tolerance, "")
     out.insert(len(keys) + 1, "metric", metric)
@@ -182,7 +213,8 @@ def deviations(frame: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
 
 
 def to_markdown(summary: pd.DataFrame, deviations: list[str] | None = None) -> str:
-    cols = ["method", "class", "mean", "std", "runs", "classes", "paper_value", "diff", "flag", "seconds"]
+    cols = ["method", "class", "mean", "std", "runs", "classes", "paper_classes", "paper_value", "diff", "flag",
+            "seconds"]
     table = summary.copy()
     # a params file's `vary` axis lives in the experiment name ('fcdd_watermark.watermark_fraction=0.2'); show it
     # when it is not already told apart by the method column
@@ -200,7 +232,7 @@ def plot(summary: pd.DataFrame, path: str | Path | None = None):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    s = summary[summary["class"] != "mean"]
+    s = summary[~summary["class"].astype(str).str.startswith("mean")]
     fig, ax = plt.subplots(figsize=(max(4, 0.6 * s["class"].nunique() * max(1, s["method"].nunique())), 3.2))
     sns.barplot(data=s, x="class", y="mean", hue="method", ax=ax, alpha=0.8)
     paper = s.dropna(subset=["paper_value"])
@@ -449,3 +481,265 @@ def clever_hans_summary(frame, dataset: str = "mnist_c") -> "pd.DataFrame":
     g = f.groupby("method")[["auc", "explanation_accuracy", "clever_hans"]].mean() * 100
     g["classes"] = f.groupby("method")["class"].nunique()
     return g.reindex([m for m in CH_MODELS if m in g.index]).round(1)
+
+
+# ------------------------------------------------------------------- published results: results/<preset>/
+
+RESULTS_ENV = "ONECLASS_RESULTS"
+PROVENANCE = ["preset", "commit", "date", "cpu_model", "torch_threads", "device", "precision", "load_average"]
+README_BEGIN, README_END = "<!-- results:begin (generated by python -m oneclass.tables --readme) -->", \
+    "<!-- results:end -->"
+# which experiments a method folder's README shows (by experiment-name prefix)
+METHOD_READMES = {"fcdd": ("fcdd_",), "geom": ("geom_",), "novelty": ("novelty_",),
+                  "cleverhans": ("cleverhans_",), "baselines": ("competitors_",)}
+
+
+def results_root(results: str | Path | None = None) -> Path:
+    """The committed ``results/`` folder of this checkout (``$ONECLASS_RESULTS`` or ``results`` overrides)."""
+    return Path(results or os.environ.get(RESULTS_ENV) or Path(__file__).resolve().parents[2] / "results")
+
+
+def _budget(params_file, preset: str) -> str:
+    """The preset's deviations from the paper's budget, as its params file states them."""
+    import yaml
+
+    path = Path(params_file or "")
+    if not path.is_file():
+        return ""
+    raw = yaml.safe_load(path.read_text()) or {}
+    return "; ".join((raw.get("presets", {}).get(preset) or {}).get("deviations") or [])
+
+
+def experiment_summary(frame: pd.DataFrame, tolerance: float | None = None) -> pd.DataFrame:
+    """Every reported metric of one experiment's runs in one long table (one ``metric`` per block)."""
+    metrics = [m for m in dict.fromkeys(m for ms in frame["report_metrics"] for m in ms.split(",")) if m in frame]
+    parts = [summarize(frame, m, DEFAULT_TOLERANCE if tolerance is None else tolerance) for m in metrics]
+    parts = [p for p in parts if not p.empty]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def verdict(summary: pd.DataFrame) -> list[str]:
+    """One sentence per (experiment, method, metric): our mean against the paper's and the classes outside the
+    tolerance, every number taken from ``summary`` (so the sentence cannot drift from the table)."""
+    out = []
+    for (exp, method, metric), part in summary.groupby(["experiment", "method", "metric"], sort=False):
+        means = part[part["class"].astype(str).str.startswith("mean")]
+        classes = part[~part["class"].astype(str).str.startswith("mean")]
+        who = f"{exp}" + (f" {method}" if method else "") + f", {metric}"
+        for _, m in means.iterrows():
+            what = f"{who}: {m['class']} over {int(m['classes'])} class{'es' * (int(m['classes']) != 1)} " \
+                   f"{m['mean']:.3f}"
+            if pd.notna(m["paper_value"]):
+                what += f" against the paper's {m['paper_value']:.3f} ({m['diff']:+.3f}, " + \
+                        (f"{m['flag']})" if m["flag"] else "within the tolerance)")
+            else:
+                what += " (no paper number for these classes)"
+            out.append(what + ".")
+        off = classes[classes["flag"] != ""]
+        if len(off):
+            out.append(f"{who}: {len(off)} of {len(classes)} classes outside the tolerance: " +
+                       ", ".join(f"{c} {d:+.3f}" for c, d in zip(off["class"], off["diff"])) + ".")
+    return out
+
+
+def publish(source: str | Path, target: str | Path, allow_dirty: bool = False,
+            experiments: list[str] | None = None) -> list[Path]:
+    """Write ``target/<experiment>.csv`` and ``.md`` for every experiment with finished runs under ``source``
+    (``outputs/<preset>``), plus ``target/index.csv`` (one row per experiment, method and metric: the mean rows).
+
+    Each file carries its provenance (commit, date, CPU model, threads, device, precision, load average). An
+    experiment whose runs come from more than one commit, or from uncommitted code (unless ``allow_dirty``), is
+    refused: a published table is one batch at one commit."""
+    source, target = Path(source), Path(target)
+    frame = collect(source)
+    if frame.empty:
+        raise ValueError(f"no finished runs under {source}: run a batch first "
+                         f"(python -m oneclass.batch params/... --preset {source.name})")
+    frame["base"] = frame["experiment"].astype(str).str.split(".").str[0]
+    if experiments:
+        unknown = sorted(set(experiments) - set(frame["base"]))
+        if unknown:
+            raise ValueError(f"no finished runs of {unknown} under {source}; there are {sorted(set(frame['base']))}")
+        frame = frame[frame["base"].isin(experiments)]
+    problems = []
+    for exp, part in frame.groupby("base"):
+        commits = sorted(set(part["commit"].fillna("unknown")))
+        if len(commits) > 1:
+            problems.append(f"{exp}: runs from {len(commits)} commits ({', '.join(c[:10] for c in commits)})")
+        elif commits[0] == "unknown" or (commits[0].endswith("-dirty") and not allow_dirty):
+            problems.append(f"{exp}: runs from {'uncommitted' if commits[0] != 'unknown' else 'unknown'} code")
+    if problems:
+        raise ValueError("cannot publish: " + "; ".join(problems) + ". Rerun those experiments with --redo at "
+                         "one clean commit (or pass experiments=/--experiments to publish the others; "
+                         "allow_dirty=True / --allow-dirty labels uncommitted code as such)")
+    target.mkdir(parents=True, exist_ok=True)
+    written, index = [], []
+    for exp, part in frame.groupby("base", sort=True):
+        summary = experiment_summary(part)
+        if summary.empty:
+            continue
+        preset = str(part["preset"].iloc[0])
+        prov = {"preset": preset, "commit": part["commit"].iloc[0],
+                "date": str(part["finished_at"].dropna().max() or "")[:10],
+                "cpu_model": part["cpu_model"].dropna().iloc[0] if part["cpu_model"].notna().any() else None,
+                "torch_threads": part["torch_threads"].max(), "device": part["device"].iloc[0],
+                "precision": part["precision"].dropna().iloc[0] if part["precision"].notna().any() else None,
+                "load_average": part["load_average"].max()}
+        budget = _budget(part["params_file"].iloc[0], preset)
+        summary = summary.assign(**prov, budget=budget)
+        summary.to_csv(target / f"{exp}.csv", index=False)
+        devs = deviations(part, part)
+        header = (f"# {exp} ({preset} preset)\n\nBatch of {len(part)} runs at commit `{prov['commit']}`, "
+                  f"finished {prov['date']}, on {prov['cpu_model']} ({prov['device']}, {prov['torch_threads']} "
+                  f"torch threads per run, precision {prov['precision']}, load average up to "
+                  f"{prov['load_average']}). Budget: {budget or 'the paper preset'}. Regenerate with "
+                  f"`python -m oneclass.tables --publish outputs/{preset} results/{preset}`.\n\n")
+        blocks = [header]
+        for metric, block in summary.groupby("metric", sort=False):
+            blocks.append(f"## {block['paper'].iloc[0]} {block['table'].iloc[0]}: {metric}\n\n"
+                          + to_markdown(block) + "\n")
+        blocks.append("".join(f"- {v}\n" for v in verdict(summary)))
+        if devs:
+            blocks.append("\nDeviations from the paper:\n" + "".join(f"- {d}\n" for d in devs))
+        (target / f"{exp}.md").write_text("\n".join(blocks))
+        written += [target / f"{exp}.csv", target / f"{exp}.md"]
+        means = summary[summary["class"] == "mean"]
+        index.append(means.assign(base=exp))
+    if index:
+        new = pd.concat(index, ignore_index=True)
+        old = pd.read_csv(target / "index.csv") if (target / "index.csv").exists() else pd.DataFrame()
+        if not old.empty:
+            old = old[~old["base"].isin(set(new["base"]))]
+        pd.concat([old, new], ignore_index=True).sort_values(["base", "experiment"], kind="stable") \
+            .to_csv(target / "index.csv", index=False)
+        written.append(target / "index.csv")
+    return written
+
+
+def published_frame(presets=("quick", "paper"), results: str | Path | None = None) -> pd.DataFrame:
+    """Every published table (``results/<preset>/<experiment>.csv``) in one frame with a ``base`` column."""
+    root = results_root(results)
+    parts = [pd.read_csv(f).assign(base=f.stem) for preset in presets
+             for f in sorted((root / preset).glob("*.csv")) if f.name != "index.csv"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def published(experiments, presets=("quick", "paper"), results: str | Path | None = None):
+    """The committed results of ``experiments`` (names of params files' experiments), as Markdown for a notebook's
+    closing note: each ``results/<preset>/<experiment>.md`` that exists, or a line saying how to make it."""
+    from IPython.display import Markdown
+
+    root = results_root(results)
+    experiments = [experiments] if isinstance(experiments, str) else list(experiments)
+    parts, missing = [], []
+    for exp in experiments:
+        found = [root / p / f"{exp}.md" for p in presets if (root / p / f"{exp}.md").exists()]
+        # one heading level down: the notebook's closing note is the section these tables sit in
+        parts += ["\n".join("#" * 2 + line if line.startswith("#") else line for line in f.read_text().splitlines())
+                  for f in found]
+        missing += [exp] if not found else []
+    if missing:
+        parts.append(f"*Not published in {root} for the {' / '.join(presets)} preset(s): {', '.join(missing)}. "
+                     "Run `python -m oneclass.batch params/<paper>/<file>.yaml --preset quick`, then "
+                     "`python -m oneclass.tables --publish outputs/quick results/quick`.*")
+    return Markdown("\n\n".join(parts))
+
+
+def results_section(prefixes: tuple[str, ...] = (), results: str | Path | None = None) -> str:
+    """The README's results table: one row per experiment, method and metric (the mean rows of index.csv)."""
+    root = results_root(results)
+    rows = []
+    for preset in ("quick", "paper"):
+        f = root / preset / "index.csv"
+        if f.exists():
+            rows.append(pd.read_csv(f))
+    if not rows:
+        return "*No published results yet.*\n"
+    idx = pd.concat(rows, ignore_index=True)
+    if prefixes:
+        idx = idx[idx["base"].astype(str).str.startswith(prefixes)]
+    if idx.empty:
+        return "*No published results for these experiments yet.*\n"
+
+    def num(v, fmt="{:.3f}"):
+        return fmt.format(v) if pd.notna(v) else "-"
+
+    lines = ["| preset | experiment | method | paper table | metric | ours (classes) | paper | diff | "
+             "budget | s per class | commit |", "|" + "---|" * 11]
+    for _, r in idx.iterrows():
+        link = f"[{r['experiment']}](results/{r['preset']}/{r['base']}.md)"
+        lines.append(f"| {r['preset']} | {link} | {r['method'] if pd.notna(r['method']) else ''} | "
+                     f"{r['paper']} {r['table']} | {r['metric']} | {num(r['mean'])} ({int(r['classes'])}) | "
+                     f"{num(r['paper_value'])} | {num(r['diff'], '{:+.3f}')} | {r['budget'] if pd.notna(r['budget']) else ''} | "
+                     f"{num(r['seconds'], '{:.0f}')} | `{str(r['commit'])[:10]}` |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_files(repo: str | Path | None = None) -> dict[Path, tuple[str, ...]]:
+    """The READMEs whose results section is generated, with the experiment prefixes each shows."""
+    repo = Path(repo) if repo else Path(__file__).resolve().parents[2]
+    out = {repo / "README.md": ()}
+    for folder, prefixes in METHOD_READMES.items():
+        out[repo / "lib" / "oneclass" / "methods" / folder / "README.md"] = prefixes
+    return out
+
+
+def render_readme(text: str, section: str, relative_to: str = "") -> str:
+    """``text`` with the part between the results markers replaced by ``section`` (links made relative)."""
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"no results markers in the README: add a line {README_BEGIN!r} and a line "
+                         f"{README_END!r} where the table goes")
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    return head + README_BEGIN + "\n" + section.replace("](results/", f"]({relative_to}results/") + README_END + tail
+
+
+def update_readmes(repo: str | Path | None = None, results: str | Path | None = None, check: bool = False) -> list:
+    """Regenerate every README's results section from results/; ``check``: only list the stale ones."""
+    import os.path
+
+    repo_root = Path(repo) if repo else Path(__file__).resolve().parents[2]
+    stale = []
+    for path, prefixes in readme_files(repo_root).items():
+        rel = os.path.relpath(repo_root, path.parent)
+        rel = "" if rel == "." else rel + "/"
+        text = path.read_text()
+        new = render_readme(text, results_section(prefixes, results), rel)
+        if new != text:
+            stale.append(path)
+            if not check:
+                path.write_text(new)
+    return stale
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m oneclass.tables",
+                                 description="Publish a batch's tables to results/ and regenerate the READMEs' "
+                                             "results sections from them.")
+    ap.add_argument("--publish", nargs=2, metavar=("OUTPUTS_PRESET", "RESULTS_PRESET"),
+                    help="e.g. outputs/quick results/quick")
+    ap.add_argument("--experiments", nargs="+", help="publish only these experiments")
+    ap.add_argument("--allow-dirty", action="store_true", help="publish runs of uncommitted code (labelled)")
+    ap.add_argument("--readme", action="store_true", help="regenerate the READMEs' results sections")
+    ap.add_argument("--check", action="store_true", help="exit 1 when a README's results section is stale")
+    args = ap.parse_args(argv)
+    if args.publish:
+        try:
+            for f in publish(*args.publish, allow_dirty=args.allow_dirty, experiments=args.experiments):
+                print(f)
+        except ValueError as e:
+            print(f"error: {e}")
+            return 2
+    if args.publish or args.readme or args.check:
+        stale = update_readmes(results=Path(args.publish[1]).parent if args.publish else None, check=args.check)
+        for f in stale:
+            print(("stale: " if args.check else "updated: ") + str(f))
+        return 1 if args.check and stale else 0
+    ap.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
