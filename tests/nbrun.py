@@ -103,6 +103,8 @@ def check_run_folder(run: dict, spec=None) -> None:
             assert abs(curve["auc"].iloc[-1] - metrics["auc"]) < 1e-9, f"{path}: curve does not end on the auc"
     if spec is not None:
         assert stored == dict(spec.parameters), f"{path}: params.yaml differs from what the batch resolved"
+    if (path / "run.ipynb").exists():
+        check_published_output(path / "run.ipynb")
     env = json.loads((path / "env.json").read_text())
     assert env["git_commit"] and env["packages"]["torch"] and env["torch_threads"] >= 1, f"{path}: env.json"
     assert env["cpu_model"] and env["load_average"] >= 0, f"{path}: env.json lacks the machine"
@@ -144,3 +146,32 @@ def run_interactive(params_file, tmp_path, data_root=None, **overrides) -> dict:
     assert {k: run["params"][k] for k in expected} == expected
     assert run["env"]["wall_seconds"] > 0 and run["env"]["device"], run["env"]
     return run
+
+
+def check_published_output(executed) -> None:
+    """The closing note's ``tables.published([...])`` cell shows, for every experiment it lists, the committed
+    table when ``results/<preset>/<experiment>.md`` exists (its heading and its commit) and names the experiment as
+    not published otherwise."""
+    import ast
+    import re
+
+    import nbformat
+
+    from oneclass import tables
+
+    for cell in nbformat.read(executed, as_version=4).cells:
+        if cell.cell_type != "code" or "tables.published(" not in cell.source:
+            continue
+        call = next(n for n in ast.walk(ast.parse(cell.source)) if isinstance(n, ast.Call)
+                    and getattr(n.func, "attr", "") == "published")
+        experiments = ast.literal_eval(call.args[0])
+        shown = "".join("".join(o.get("data", {}).get("text/markdown", "")) for o in cell.get("outputs", []))
+        assert shown, f"{executed}: the published-results cell shows nothing"
+        for exp in experiments:
+            for preset in ("quick", "paper"):
+                md = tables.results_root() / preset / f"{exp}.md"
+                if md.exists():
+                    commit = re.search(r"commit `([0-9a-f]+)", md.read_text()).group(1)
+                    assert f"### {exp} ({preset} preset)" in shown and commit in shown, f"{executed}: {exp}"
+            if not any((tables.results_root() / p / f"{exp}.md").exists() for p in ("quick", "paper")):
+                assert exp in shown.split("Not published", 1)[-1], f"{executed}: {exp} neither shown nor missing"

@@ -130,12 +130,15 @@ def run_figure(run: str | Path, group: str = "anomalous", n: int = 8, eta: float
                   suptitle=title or f"{Path(run).parent.name}: {group}, eta={eta}, {scope}")
 
 
-def experiment_figure(run_dirs: list[Path], n: int = 6, eta: float = 0.97, scope: str = "local",
-                      cmap: str = "jet", path: str | Path | None = None):
-    """FCDD figure 4 style: per class (one run each), the most anomalous nominal and anomalous test images."""
+def experiment_figure(run_dirs: list[Path], n: int = 4, eta: float = 0.97, scope: str = "local",
+                      cmap: str = "jet", path: str | Path | None = None, cell: float = 0.95):
+    """FCDD figure 4's layout: one block per class (one run each) of an image row above a heatmap row, the
+    ``n`` most anomalous-scored *nominal* test images on the left half and the ``n`` most anomalous-scored
+    *anomalous* ones on the right, scores under the images; ``cell`` inches per image (at the saved dpi of 110,
+    about 100 px), labels at 9 pt."""
     import matplotlib.pyplot as plt
 
-    panels = []
+    blocks = []
     for run in run_dirs:
         try:
             m = load_run_maps(run)
@@ -143,28 +146,40 @@ def experiment_figure(run_dirs: list[Path], n: int = 6, eta: float = 0.97, scope
             continue
         if "upsampled" not in m:
             continue
+        halves = []
         for want in (0, 1):
             idx = np.flatnonzero(m["anomaly"] == want)
             idx = idx[np.argsort(-m["scores"][idx], kind="stable")][:n]
-            panels.append((f"{Path(run).parent.name} {'anomalous' if want else 'nominal'}", m["images"][idx],
-                           normalize(m["upsampled"][idx], eta, scope), m["scores"][idx]))
-    if not panels:
+            halves.append((m["images"][idx], normalize(m["upsampled"][idx], eta, scope), m["scores"][idx]))
+        blocks.append((Path(run).parent.name, halves))
+    if not blocks:
         return None
-    fig, axes = plt.subplots(2 * len(panels), n, figsize=(n * 1.1, 2.2 * len(panels)), squeeze=False)
-    for p, (name, imgs, heat, scores) in enumerate(panels):
-        for j in range(n):
-            for r in (0, 1):
-                ax = axes[2 * p + r, j]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if j < len(imgs):
-                    img = _as_hwc(imgs[j])
-                    ax.imshow(img if r == 0 else heat[j], cmap=("gray" if img.ndim == 2 else None) if r == 0 else cmap,
-                              **({} if r == 0 else {"vmin": 0, "vmax": 1}))
-        axes[2 * p, 0].set_ylabel(name, fontsize=6, rotation=0, ha="right")
-    fig.tight_layout()
+    cols = 2 * n + 1                                   # nominal | spacer | anomalous
+    fig, axes = plt.subplots(2 * len(blocks), cols, squeeze=False,
+                             figsize=(cell * (2 * n + 0.3) + 1.2, cell * 2 * len(blocks) + 0.6),
+                             gridspec_kw={"width_ratios": [1] * n + [0.3] + [1] * n, "wspace": 0.05,
+                                          "hspace": 0.3})
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+    for b, (name, halves) in enumerate(blocks):
+        for h, (imgs, heat, scores) in enumerate(halves):
+            for j in range(min(n, len(imgs))):
+                col = j if h == 0 else n + 1 + j
+                img = _as_hwc(imgs[j])
+                top, bottom = axes[2 * b, col], axes[2 * b + 1, col]
+                top.imshow(img, cmap="gray" if img.ndim == 2 else None)
+                bottom.imshow(heat[j], cmap=cmap, vmin=0, vmax=1)
+                top.set_title(f"{scores[j]:.3g}", fontsize=7, pad=1)
+        axes[2 * b, 0].set_ylabel(name, fontsize=9, rotation=0, ha="right", va="center")
+        axes[2 * b + 1, 0].set_ylabel("heatmap", fontsize=7, rotation=0, ha="right", va="center")
+    for h, label in enumerate(("nominal test images", "anomalous test images")):
+        left, right = axes[0, 0 if h == 0 else n + 1].get_position(), axes[0, n - 1 if h == 0 else -1].get_position()
+        fig.text((left.x0 + right.x1) / 2, left.y1 + 0.2 / fig.get_figheight(), label + " (most anomalous first)",
+                 ha="center", va="bottom", fontsize=10)
     if path:
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
     return fig
 

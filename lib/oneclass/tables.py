@@ -141,7 +141,7 @@ def summarize(frame: pd.DataFrame, metric: str = "auc", tolerance: float = DEFAU
 
     out["paper_value"] = out.apply(paper_value, axis=1)
     out["classes"] = out.groupby(keys, sort=False)["class"].transform(lambda c: int((c != "mean").sum()))
-    out["paper_classes"] = 0
+    out["paper_classes"] = out["paper_value"].notna().astype(int)   # per class: 1 when the paper has it
     # A mean row is compared like with like: with the paper's mean only when we ran exactly the paper's classes (or
     # all of a dataset's classes, for a table that gives only a mean); with the mean of the paper's numbers when
     # every class we ran has one; otherwise not at all, and then a second row compares the mean over the classes
