@@ -293,8 +293,11 @@ def write_voc_like(root, n: int = 6, horse=(1, 4), splits=None) -> dict:
 
 def write_mvtec_like(root, category: str = "widget", size=(32, 24), gray: bool = False, n_train: int = 3,
                      n_good_test: int = 2, defects=None, masks: bool = True, ext: str = ".png",
-                     folder: Path | None = None) -> dict:
+                     folder: Path | None = None, sizes=None) -> dict:
     """One category in MVTec-AD layout under ``<root>/mvtec_anomaly_detection/<category>`` (or ``folder``).
+
+    ``sizes``: a list of (width, height) cycled over the images (masks match their image), with every other
+    image grayscale, for a category of varying sizes and modes; None: every image ``size`` and ``gray``.
 
     ``size`` is (width, height). Good images are flat grey 100; defect image k of a defect type has a white
     box at rows [2, 6), columns [3 + k, 9 + k), and its mask (255 inside the box) is
@@ -303,12 +306,17 @@ def write_mvtec_like(root, category: str = "widget", size=(32, 24), gray: bool =
     """
     defects = defects or {"crack": 2, "hole": 1}
     folder = Path(folder) if folder else Path(root) / "mvtec_anomaly_detection" / category
-    w, h = size
+    count = iter(range(10**6))
+    shape = {}
 
     def picture(box=None):
-        a = flat_image(h, w, 100, gray=True) if gray else flat_image(h, w, (100, 100, 100))
+        i = next(count)
+        w, h = sizes[i % len(sizes)] if sizes else size
+        g = bool(i % 2) if sizes else gray
+        a = flat_image(h, w, 100, gray=True) if g else flat_image(h, w, (100, 100, 100))
         if box:
             a[box[0]:box[1], box[2]:box[3]] = 255
+        shape["hw"] = (h, w)
         return a
 
     classes = ["good"] + sorted(defects)
@@ -322,7 +330,7 @@ def write_mvtec_like(root, category: str = "widget", size=(32, 24), gray: bool =
             box = (2, 6, 3 + k, 9 + k)
             p = write_image(folder / "test" / d / f"{k:03d}{ext}", picture(box))
             if masks:
-                m = np.zeros((h, w), dtype=np.uint8)
+                m = np.zeros(shape["hw"], dtype=np.uint8)
                 m[box[0]:box[1], box[2]:box[3]] = 255
                 write_image(folder / "ground_truth" / d / f"{k:03d}_mask.png", m)
             out["test"].append((p, classes.index(d), box))

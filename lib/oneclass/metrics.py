@@ -2,7 +2,8 @@
 
 Detection: :func:`auc` (anomalies positive), :func:`aupr_in` (nominal positive, on the negated score) and
 :func:`aupr_out` (anomalies positive), the convention of GEOM's tables. Localisation: pixel AUC pooled over all
-pixels of all test images (FCDD's code) and averaged per anomalous image (FCDD's text). Explanations: the
+pixels of all test images (FCDD's code) and averaged per anomalous image (FCDD's text), and AUPRO (the MVTec-AD
+benchmark's per-region overlap): :func:`pixel_metrics` computes all three with each map at its own mask's size. Explanations: the
 Clever Hans paper's explanation accuracy and Clever Hans score.
 """
 from __future__ import annotations
@@ -102,15 +103,6 @@ def pixel_auc_per_image(maps, masks) -> float:
     return float(np.mean(per))
 
 
-def pixel_aucs(maps, masks) -> dict:
-    """Both pixel AUCs of FCDD's Table 2 (pooled and per anomalous image) with the maps resized to the masks'
-    resolution, and that resolution (``gt_size``)."""
-    g = np.asarray(masks)
-    full = resize_maps(maps, g.shape[1:])
-    return {"pixel_auc_pooled": pixel_auc_pooled(full, g), "pixel_auc_per_image": pixel_auc_per_image(full, g),
-            "gt_size": int(g.shape[-1])}
-
-
 def resize_maps(maps, size) -> np.ndarray:
     """Heatmaps (N, H, W) resized bilinearly to ``size`` = (h, w) or an int, e.g. to the ground truth's
     resolution before a pixel AUC (float32; antialiased when shrinking)."""
@@ -190,3 +182,120 @@ def _resize_like(maps, gt):
 
     return F.interpolate(torch.from_numpy(np.ascontiguousarray(maps))[:, None], size=gt.shape[1:], mode="bilinear",
                          align_corners=False)[:, 0].numpy()
+
+
+# ------------------------------------------------------------ localisation at each image's own resolution
+
+AUPRO_LIMIT = 0.3
+
+
+def _float_keys(x: np.ndarray) -> np.ndarray:
+    """float32 -> uint32 keys that sort like the floats (so a histogram of the keys' bits can select ranks)."""
+    b = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return np.where(b >> 31, ~b, b | np.uint32(0x80000000))
+
+
+def _key_float(key: int) -> np.float32:
+    b = np.uint32(key)
+    b = b & np.uint32(0x7FFFFFFF) if b >> 31 else ~b
+    return np.array([b], dtype=np.uint32).view(np.float32)[0]
+
+
+def _map_at_mask(map_, mask) -> tuple[np.ndarray, np.ndarray]:
+    """One heatmap resized (bilinear) to its own mask's resolution, and the mask as bool."""
+    g = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask)
+    g = g.reshape(g.shape[-2:]) > 0
+    m = _array(map_, "maps", np.float32)
+    m = m.reshape(m.shape[-2:])
+    return (m if m.shape == g.shape else resize_maps(m[None], g.shape)[0]), g
+
+
+def pixel_metrics(maps, masks, aupro_limit: float = AUPRO_LIMIT, connectivity: int = 8) -> dict:
+    """Pixel AUC pooled, pixel AUC per anomalous image and AUPRO, each map compared with its own mask at the
+    mask's resolution, so images and masks may all have different sizes.
+
+    ``maps``: one heatmap per test image (a sequence of (h, w) arrays or an (N, h, w) array), any resolution;
+    ``masks``: one 0/1 mask per image (a sequence; :func:`oneclass.data.mvtec_masks` reads each from disk on
+    access), zeros for nominal images. Memory: one image at native resolution at a time plus the anomalous
+    pixels' scores, never the whole test set at the largest size. Three passes over the images (each map is
+    resized again in each): anomalous pixels and per-image AUCs; the negatives' score at the AUPRO limit (exact,
+    by histograms of the floats' bits); the pooled AUC and the PRO integral.
+
+    * ``pixel_auc_pooled``: one ROC over every pixel of every image (ties count one half);
+    * ``pixel_auc_per_image``: the mean of each anomalous image's own pixel AUC;
+    * ``aupro``: the per-region overlap curve (for each threshold, the mean over all connected ground-truth
+      regions of the fraction of the region above it, against the false-positive rate over all nominal pixels)
+      integrated by trapezoids from FPR 0 to ``aupro_limit`` (linear interpolation at the limit) and divided by
+      it: 1 is perfect. Regions are ``connectivity``-connected (8: diagonal neighbours join, as in the MVTec-AD
+      evaluation code; 4: they do not)."""
+    from scipy import ndimage
+
+    n = len(maps)
+    if len(masks) != n:
+        raise ValueError(f"{n} maps but {len(masks)} masks: pass one mask per test image (zeros for nominal ones)")
+    if not 0 < aupro_limit <= 1:
+        raise ValueError(f"aupro_limit must lie in (0, 1], got {aupro_limit}")
+    structure = {8: np.ones((3, 3), int), 4: None}[connectivity]
+    pos, weights, per_image, n_neg, n_regions, shapes = [], [], [], 0, 0, []
+    hist_hi = np.zeros(1 << 16, np.int64)
+    for i in range(n):                                                           # pass 1
+        m, g = _map_at_mask(maps[i], masks[i])
+        labels, k = ndimage.label(g, structure=structure)
+        shapes.append(g.shape)
+        if k:
+            sizes = np.bincount(labels.ravel())[1:]
+            pos.append(m[g])
+            weights.append(1.0 / sizes[labels[g] - 1])                           # each region weighs 1 in total
+            n_regions += k
+            if g.sum() < g.size:
+                per_image.append(_rank_auc(m.ravel(), g.ravel()))
+        neg = m[~g]
+        n_neg += neg.size
+        hist_hi += np.bincount(_float_keys(neg) >> 16, minlength=1 << 16)
+    if not n_regions or not n_neg:
+        raise ValueError("the masks hold only one class of pixels (no anomalous region, or no nominal pixel): "
+                         "pixel metrics are undefined; check that the anomalous images' masks were read")
+    pos = np.concatenate(pos)
+    order = np.argsort(pos, kind="stable")
+    pos, weights = pos[order], np.concatenate(weights)[order] / n_regions
+    cum = np.r_[0.0, np.cumsum(weights)]               # cum[j]: PRO mass of the j lowest-scored positives
+    total = cum[-1]
+    # the negatives' score at the limit: the k-th largest, k = ceil(limit * n_neg), found exactly in two bit passes
+    k = int(np.ceil(aupro_limit * n_neg))
+    above = np.cumsum(hist_hi[::-1])
+    hi = (1 << 16) - 1 - int(np.searchsorted(above, k))
+    before = int(above[(1 << 16) - 2 - hi]) if hi < (1 << 16) - 1 else 0      # negatives in higher bins
+    hist_lo = np.zeros(1 << 16, np.int64)
+    for i in range(n):                                                           # pass 2
+        m, g = _map_at_mask(maps[i], masks[i])
+        keys = _float_keys(m[~g])
+        hist_lo += np.bincount(keys[(keys >> 16) == hi] & 0xFFFF, minlength=1 << 16)
+    lo = (1 << 16) - 1 - int(np.searchsorted(np.cumsum(hist_lo[::-1]), k - before))
+    t = _key_float((hi << 16) | lo)
+    greater_sum = equal_sum = 0.0
+    area = 0.0
+    n_above = n_at = 0
+    for i in range(n):                                                           # pass 3
+        m, g = _map_at_mask(maps[i], masks[i])
+        neg = m[~g]
+        left, right = np.searchsorted(pos, neg, "left"), np.searchsorted(pos, neg, "right")
+        greater_sum += float((pos.size - right).sum())
+        equal_sum += float((right - left).sum())
+        pro_gt, pro_ge = total - cum[right], total - cum[left]   # PRO with the threshold just above / at the score
+        over = neg > t
+        area += float((pro_gt[over] + pro_ge[over]).sum()) / 2.0
+        n_above += int(over.sum())
+        n_at += int((neg == t).sum())
+    # the tied group at t spans FPR from n_above / n_neg to (n_above + n_at) / n_neg; the curve is linear in
+    # between, and the limit cuts it
+    j = int(np.searchsorted(pos, t, "left")), int(np.searchsorted(pos, t, "right"))
+    pro_a, pro_b = total - cum[j[1]], total - cum[j[0]]
+    fpr_a, fpr_b = n_above / n_neg, (n_above + n_at) / n_neg
+    area /= n_neg
+    frac = (aupro_limit - fpr_a) / (fpr_b - fpr_a)
+    pro_limit = pro_a + frac * (pro_b - pro_a)
+    area += (aupro_limit - fpr_a) * (pro_a + pro_limit) / 2.0
+    return {"pixel_auc_pooled": (greater_sum + 0.5 * equal_sum) / (pos.size * n_neg),
+            "pixel_auc_per_image": float(np.mean(per_image)) if per_image else float("nan"),
+            "aupro": area / aupro_limit, "anomalous_regions": n_regions,
+            "gt_size": int(max(max(shape) for shape in shapes))}   # the largest mask side (uniform sets: the size)

@@ -143,7 +143,7 @@ def build(root: str | Path, out: str | Path | None = None) -> Path:
     for base, m, anchor in index_rows:
         overview.append(f"<tr><td class='text'><a href='{anchor}'>{html.escape(str(m['experiment']))}</a></td>"
                         f"<td class='text'>{html.escape(str(m['method']) if pd.notna(m['method']) else '')}</td>"
-                        f"<td class='text'>{html.escape(str(m['metric']))}</td><td>{_fmt(m['mean'])}</td>"
+                        f"<td class='text'>{html.escape(str(m['metric']))}</td><td><a href='{anchor}'>{_fmt(m['mean'])}</a></td>"
                         f"<td>{int(m['classes'])}</td><td>{_fmt(m['paper_value'])}</td>"
                         f"<td>{_fmt(m['diff'], '+.3f')}</td><td>{_fmt(m['seconds'], '.0f')}</td></tr>")
     overview.append("</tbody></table>")

@@ -168,23 +168,73 @@ def semi_supervised_split(test: ImageSet, per_defect: int = 1, seed: int = 0) ->
     return test.subset(chosen), test.subset(~chosen)
 
 
+def size_summary(shapes) -> str:
+    """'N sizes from HxW to HxW' for a list of (h, w): what an error about sizes says instead of every shape."""
+    shapes = list(shapes)
+    areas = [h * w for h, w in shapes]
+    lo, hi = shapes[int(np.argmin(areas))], shapes[int(np.argmax(areas))]
+    return f"{len(set(shapes))} different sizes among {len(shapes)} masks, from {lo[0]}x{lo[1]} to {hi[0]}x{hi[1]} (height x width)"
+
+
+class MaskFiles:
+    """The ground-truth masks of an MVTec-layout test set, one per image, read from disk on access (0/1 uint8
+    (H, W) at the mask file's own resolution, or ``size`` x ``size`` with nearest neighbour; zeros at the image's
+    stored size for good images). A sequence, so :func:`oneclass.metrics.pixel_metrics` can walk a test set of
+    any sizes without holding it in memory."""
+
+    def __init__(self, images: ImageSet, size=None):
+        folder = Path(images.meta.get("folder", ""))
+        if images.paths is None or not (folder / "ground_truth").is_dir():
+            raise ValueError(f"no ground-truth masks for this set "
+                             f"({images.meta.get('masks_missing', 'no ground_truth folder')})")
+        self.folder, self.size = folder, check_size(size)
+        self.paths = [Path(p) for p in images.paths]
+        self.defects = [images.classes[label] if label != 0 else None for label in images.labels.tolist()]
+        for i, d in enumerate(self.defects):       # every mask file exists before any metric starts
+            if d is not None:
+                _mask_path(folder, folder / "ground_truth", self.paths[i], d)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        wh = None if self.size is None else (self.size, self.size)
+        if self.defects[i] is not None:
+            return _read_mask(_mask_path(self.folder, self.folder / "ground_truth", self.paths[i], self.defects[i]),
+                              wh)
+        if wh is None:
+            with Image.open(self.paths[i]) as im:      # the header only: no decode
+                wh = im.size
+        return np.zeros((wh[1], wh[0]), np.uint8)
+
+    def shapes(self) -> list[tuple[int, int]]:
+        out = []
+        for i in range(len(self)):
+            if self.size is not None:
+                out.append((self.size, self.size))
+                continue
+            path = self.paths[i] if self.defects[i] is None else \
+                _mask_path(self.folder, self.folder / "ground_truth", self.paths[i], self.defects[i])
+            with Image.open(path) as im:
+                out.append((im.size[1], im.size[0]))
+        return out
+
+
+def mvtec_masks(images: ImageSet, size=None) -> MaskFiles:
+    """The test set's masks as a lazy sequence (:class:`MaskFiles`): images and masks may have any sizes."""
+    return MaskFiles(images, size)
+
+
 def load_mvtec_masks(images: ImageSet, size=None) -> np.ndarray:
     """The ground-truth masks of an MVTec-AD test set (as loaded by :func:`load_mvtec`, possibly subsampled or
     split), read from disk at ``size`` x ``size`` (nearest neighbour) or, with ``size=None``, at their stored
-    resolution: uint8 (N, H, W) of 0/1, zeros for good images. Only the mask files are read, never the images,
-    so full-resolution pixel AUCs cost no second decode of the test set."""
-    folder = Path(images.meta.get("folder", ""))
-    gt = folder / "ground_truth"
-    if images.paths is None or not gt.is_dir():
-        raise ValueError(f"no ground-truth masks for this set ({images.meta.get('masks_missing', 'no ground_truth folder')})")
-    size = check_size(size)
-    masks = _defect_masks(folder, images, None if size is None else (size, size))
-    shapes = {m.shape for m in masks.values()}
-    if len(shapes) > 1:
-        raise ValueError(f"the masks of {folder.name!r} have different sizes {sorted(shapes)}: pass size= to read "
-                         "them all at one resolution")
-    if not shapes:   # only good images: their stored size
-        with Image.open(images.paths[0]) as im:
-            shapes = {(im.size[1], im.size[0]) if size is None else (size, size)}
-    (shape,) = shapes
-    return np.stack([masks.get(i, np.zeros(shape, np.uint8)) for i in range(len(images))])
+    resolution, stacked: uint8 (N, H, W) of 0/1, zeros for good images. Only the mask files are read, never the
+    images. A category whose masks differ in size cannot be stacked: use :func:`mvtec_masks` (lazy, any sizes)
+    with :func:`oneclass.metrics.pixel_metrics`, or pass ``size``."""
+    files = MaskFiles(images, size)
+    shapes = files.shapes()
+    if len(set(shapes)) > 1:
+        raise ValueError(f"the masks of {files.folder.name!r} differ in size ({size_summary(shapes)}): use "
+                         "data.mvtec_masks(test) with metrics.pixel_metrics (each map against its own mask), or "
+                         "pass size= to read them all at one resolution")
+    return np.stack([files[i] for i in range(len(files))])

@@ -536,6 +536,10 @@ def mvtec_split(category, mode: str = "unsupervised", per_defect: int = 1, seed:
                          f"eq. 3), got {mode!r}")
     train = data.load_mvtec(category, "train", root=root, size=size, channels=3)
     test = data.load_mvtec(category, "test", root=root, size=size, channels=3)
+    if not int(test.anomaly.sum()) or int(test.anomaly.sum()) == len(test):
+        raise ValueError(f"{test.meta['folder']}/test holds {int(test.anomaly.sum())} defective and "
+                         f"{len(test) - int(test.anomaly.sum())} good images: the AUCs need both; add a test/good "
+                         "folder and at least one test/<defect> folder before training")
     labelled = None
     if mode == "semi":
         if not test.has_masks:
