@@ -1,5 +1,7 @@
 """fcdd_mvtec.ipynb at its smoke presets through the batch runner, on a generated MVTec-layout category with
 masks (the real bottle category here has none)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -42,6 +44,32 @@ def _pixel_aucs_recomputed(run, root, monkeypatch):
             np.mean([roc_auc_score(masks[i].ravel().astype(int), full[i].ravel()) for i in anomalous]))
 
 
+def _predict_reproduces_the_run(run, root, monkeypatch, tmp_path):
+    """python -m oneclass.predict on the run's own test images (as files) gives the run's own scores, and writes
+    one overlay per image; a folder of images works the same way."""
+    import pandas as pd
+
+    from oneclass import data, predict
+    from oneclass.methods import fcdd
+
+    monkeypatch.setenv("ONECLASS_DATA", str(root))
+    p = run["params"]["parameters"]
+    _, _, test, _ = fcdd.mvtec_split(p["normal_class"], p["mode"], p["per_defect"], p["seed"], size=p["load_size"])
+    test = data.subsample(test, p["test_limit"], p["seed"])
+    table, maps = predict.predict(run["path"], test.paths, tmp_path / "predicted", progress=False)
+    stored = pd.read_parquet(run["path"] / "scores.parquet").sort_values("index")
+    assert np.allclose(table["score"], stored["score"], rtol=1e-6, atol=0), "predict must reproduce the run's scores"
+    assert maps.shape == (len(test), 240, 240)
+    written = pd.read_csv(tmp_path / "predicted" / "scores.csv")
+    assert written["path"].tolist() == [str(x) for x in test.paths]
+    assert sorted(p.name for p in (tmp_path / "predicted").glob("*_heatmap.png")) == sorted(written["overlay"])
+    assert len(written) == len(test)
+    assert predict.main([str(run["path"]), str(Path(test.paths[0]).parent), "--out", str(tmp_path / "cli")]) == 0
+    assert len(pd.read_csv(tmp_path / "cli" / "scores.csv")) == len(list(Path(test.paths[0]).parent.glob("*.png")))
+    with pytest.raises(FileNotFoundError, match="no model.pt"):
+        predict.predict(tmp_path, test.paths)
+
+
 def test_unsupervised_fcdd_hsc_ae(root, tmp_path, monkeypatch):
     runs = run_smoke("params/fcdd/mvtec.yaml", tmp_path, data_root=root)
     assert sorted(r["params"]["parameters"]["method"] for r in runs) == ["ae", "fcdd", "hsc"]
@@ -56,6 +84,8 @@ def test_unsupervised_fcdd_hsc_ae(root, tmp_path, monkeypatch):
         assert z["masks"].max() == 1 and z["images"].shape[1:] == (3, 240, 240)
         if r["params"]["parameters"]["method"] == "fcdd":
             assert m["receptive_field"] == 52 and m["jump"] == 8 and z["native"].shape[1:] == (28, 28)
+    _predict_reproduces_the_run(next(r for r in runs if r["params"]["parameters"]["method"] == "fcdd"), root,
+                                monkeypatch, tmp_path)
     from oneclass import params, tables as tables_mod
     tables = tables_mod.build_experiment(params.load("params/fcdd/mvtec.yaml"), "smoke", tmp_path / "outputs")
     assert (tables / "pixel_auc_pooled.csv").exists() and (tables / "auc.csv").exists()
@@ -75,3 +105,22 @@ def test_semi_supervised_moves_one_anomaly_per_defect(root, tmp_path, monkeypatc
     import pandas as pd
     scores = pd.read_parquet(run["path"] / "scores.parquet")
     assert len(scores) == 4 + 8 - 2 and int(scores["anomaly"].sum()) == 6
+
+
+def test_a_category_folder_of_ones_own_with_images_and_masks_of_several_sizes(tmp_path):
+    """params/custom/example.yaml on a folder outside any data root: grayscale and RGB images of three sizes with
+    masks of the matching sizes; the pixel metrics compare each map with its own mask at the mask's size, and the
+    saved model scores a folder of new images."""
+    import pandas as pd
+
+    from oneclass import predict
+
+    folder = tmp_path / "elsewhere" / "widgets"
+    write_mvtec_like(tmp_path, folder=folder, sizes=[(64, 48), (80, 60), (56, 72)], n_train=8, n_good_test=4,
+                     defects={"scratch": 3, "dent": 2})
+    (run,) = run_smoke("params/custom/example.yaml", tmp_path, classes=[str(folder)], gt_size=None)
+    m = run["metrics"]
+    assert run["path"].parent.name == "widgets" and m["gt_size"] == 80        # the largest mask, not one size
+    assert 0 <= m["pixel_auc_pooled"] <= 1 and 0 <= m["aupro"] <= 1 and m["anomalous_regions"] == 5
+    table, _ = predict.predict(run["path"], folder / "test" / "dent", tmp_path / "new", progress=False)
+    assert len(table) == 2 and len(pd.read_csv(tmp_path / "new" / "scores.csv")) == 2

@@ -352,6 +352,9 @@ def _resolve_classes(dataset: str, classes: Any) -> list:
     names = data.classes(dataset)
     out = []
     for c in classes:
+        if data.canonical(dataset) == "mvtec" and data.is_path_category(c):   # a category folder of one's own
+            out.append(str(data.category_folder(c, None)))
+            continue
         if isinstance(c, list):   # a multi-class nominal set
             out.append([names[data.resolve_class(dataset, x)] for x in c])
         else:

@@ -58,12 +58,13 @@ def outputs_root(outputs: str | os.PathLike | None = None) -> Path:
 
 
 def class_folder(normal_class: Any) -> str:
-    """Folder name of a nominal class: a slug of its name; a multi-class nominal set joins them with '+'."""
-    from .data import class_slug
+    """Folder name of a nominal class: a slug of its name (of a category given as a path: of the folder's name);
+    a multi-class nominal set joins them with '+'."""
+    from .data import class_slug, is_path_category
 
     if isinstance(normal_class, (list, tuple)):
         return "+".join(class_folder(c) for c in normal_class)
-    return class_slug(str(normal_class))
+    return class_slug(Path(str(normal_class)).name if is_path_category(normal_class) else str(normal_class))
 
 
 def run_path(outputs: str | os.PathLike | None, preset: str, experiment: str, dataset: str, normal_class: Any,
@@ -255,11 +256,21 @@ class Run:
             out[name] = arr
         np.savez_compressed(self.path / "maps.npz", **out)
 
-    def save_model(self, detector, name: str = "model.pt") -> Path:
+    def save_model(self, detector, name: str = "model.pt", inputs=None) -> Path:
         """Write the fitted detector to ``model.pt`` (``Method.load(path)`` scores new images as this run did)
-        and record the device, precision and threads it used (env.json reports them)."""
+        and record the device, precision and threads it used (env.json reports them). ``inputs``: the test set
+        the run scored; how its images were decoded (size, channels, crop) is recorded for
+        ``python -m oneclass.predict``."""
         path = detector.save(self.path / name)
         runtime = detector.runtime() | {"detector": f"{type(detector).__module__}.{type(detector).__qualname__}"}
+        if inputs is not None:
+            h, w = inputs.images.shape[-2:]
+            dec, c = inputs.meta.get("decode") or {}, int(inputs.images.shape[1])
+            # the shape the model saw; 'exact': the files were decoded straight to it (predict decodes alike),
+            # not resized afterwards (a tensor dataset, or a resize after decoding)
+            runtime["inputs"] = {"size": int(h) if h == w else [int(h), int(w)], "channels": c,
+                                 "crop": bool(dec.get("crop")),
+                                 "exact": dec.get("size") == h and dec.get("channels") == c}
         (self.path / RUNTIME).write_text(json.dumps(runtime, indent=2))
         return path
 

@@ -54,6 +54,14 @@ def _reported_meta(p: dict) -> dict:
     return p.get("reported") or {}
 
 
+def _class_name(cls) -> str:
+    """A class as tables show it: its name; a category given as a folder (an MVTec layout of one's own): the
+    folder's name."""
+    from .data import is_path_category
+
+    return Path(str(cls)).name if is_path_category(cls) else str(cls)
+
+
 def collect(root: str | Path) -> pd.DataFrame:
     """One row per finished run below ``root``: coordinates, parameters of note, every metric, wall seconds."""
     rows = []
@@ -64,7 +72,7 @@ def collect(root: str | Path) -> pd.DataFrame:
         cls = p.get("normal_class", params.get("normal_class"))
         rows.append({
             "experiment": p.get("experiment"), "preset": p.get("preset"), "dataset": p.get("dataset"),
-            "class": "+".join(map(str, cls)) if isinstance(cls, list) else str(cls), "seed": p.get("seed"),
+            "class": "+".join(map(str, cls)) if isinstance(cls, list) else _class_name(cls), "seed": p.get("seed"),
             "method": _method(rep, params, p.get("notebook")), "paper": rep.get("paper"),
             # reported.table is one table, or {metric: table} when a paper splits metrics over tables
             "table": rep.get("table") if not isinstance(rep.get("table"), dict) else None,

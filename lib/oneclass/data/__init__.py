@@ -16,7 +16,7 @@ from .core import (CorruptImageError, DatasetInfo, DatasetMissingError, ImageSet
                    class_slug, data_root, match_class, resize, to_channels)
 from .folders import decode_images, list_images
 from .idx import read_idx
-from .mvtec import (load_mvtec, load_mvtec_folder, load_mvtec_masks, mvtec_categories, mvtec_masks,
+from .mvtec import (category_folder, is_path_category, load_mvtec, load_mvtec_folder, load_mvtec_masks, mvtec_categories, mvtec_masks,
                     semi_supervised_split)
 from .outliers import (NAMED_EXCLUSIONS, TINY_IMAGENET_CIFAR10, TINY_IMAGENET_CIFAR10_BORDERLINE, expand_exclusions,
                        load_outliers)
@@ -25,7 +25,7 @@ __all__ = [
     "data_root", "DATASETS", "classes", "require", "resolve_class", "class_slug", "load", "one_vs_rest", "load_outliers", "NAMED_EXCLUSIONS", "TINY_IMAGENET_CIFAR10",
     "TINY_IMAGENET_CIFAR10_BORDERLINE", "expand_exclusions",
     "subsample",
-    "load_mvtec", "load_mvtec_folder", "mvtec_categories", "semi_supervised_split", "load_mvtec_masks", "mvtec_masks", "ImageSet", "Split", "DatasetInfo",
+    "load_mvtec", "load_mvtec_folder", "is_path_category", "category_folder", "mvtec_categories", "semi_supervised_split", "load_mvtec_masks", "mvtec_masks", "ImageSet", "Split", "DatasetInfo",
     "DatasetMissingError", "CorruptImageError", "UnknownClassError", "canonical", "match_class",
     "IMAGENET30_CLASSES", "resize", "to_channels", "read_idx", "list_images", "decode_images",
 ]

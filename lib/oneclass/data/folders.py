@@ -133,7 +133,8 @@ def decode_images(paths, size=None, channels: int = 3, crop: bool = False, skip_
 def decode_set(name, paths, labels, classes, size, channels, crop=False, skip_corrupt=False, meta=None) -> ImageSet:
     """An ImageSet from labelled files; skipped corrupt files are listed in ``meta['skipped']``."""
     images, kept = decode_images(paths, size, channels, crop, skip_corrupt)
-    meta = dict(meta or {})
+    # how the files were decoded: oneclass.predict decodes new images the same way
+    meta = dict(meta or {}, decode={"size": size, "channels": channels, "crop": bool(crop)})
     if len(kept) < len(paths):
         kept_set = set(kept)
         meta["skipped"] = [str(p) for i, p in enumerate(paths) if i not in kept_set]

@@ -1,7 +1,8 @@
 """MVTec-AD categories, and any folder of your own in the same layout.
 
 Layout of one category folder, ``<root>/mvtec_anomaly_detection/<category>/`` (``load_mvtec``) or anywhere
-(``load_mvtec_folder``):
+(``load_mvtec_folder``, or ``load_mvtec`` with the category given as a path, e.g. ``'/data/widgets'``, which is
+how a params file or a notebook's ``category`` names a folder of one's own):
 
     train/good/*.png
     test/good/*.png, test/<defect>/*.png
@@ -43,9 +44,18 @@ def _missing(folder: Path, paths) -> DatasetMissingError:
     return DatasetMissingError.build("mvtec", folder.parent, paths, info.source, info.layout)
 
 
+def is_path_category(category) -> bool:
+    """A category given as a folder anywhere on disk ('/data/widgets', '~/widgets', './widgets'), not a name."""
+    return isinstance(category, (str, Path)) and ("/" in str(category) or "\\" in str(category)
+                                                  or str(category).startswith("~"))
+
+
 def category_folder(category, root: Path) -> Path:
-    """``<root>/mvtec_anomaly_detection/<category>`` for a category given by name (any case) or index; a category
-    that is not known gives the folder that was looked for, for the caller's missing-data message."""
+    """``<root>/mvtec_anomaly_detection/<category>`` for a category given by name (any case) or index, or the
+    folder itself for a category given as a path (:func:`is_path_category`); a category that is not known gives
+    the folder that was looked for, for the caller's missing-data message."""
+    if is_path_category(category):
+        return Path(category).expanduser().absolute()
     categories = mvtec_categories(root)
     try:
         category = categories[match_class("mvtec", categories, category)]
