@@ -102,7 +102,8 @@ class _Method(Detector):
                  weight_decay: float = 1e-6, momentum: float = 0.9, nesterov: bool = True,
                  schedule: str = "exponential", gamma: float = 0.98, milestones=(), batch_size: int = 128,
                  accumulate: int = 1, sigma: float | None = None, upsample_net: str | None = None,
-                 seed: int | None = None, net_options: dict | None = None, channels_last: bool = False,
+                 upsample: str = "paper", seed: int | None = None, net_options: dict | None = None,
+                 channels_last: bool = False,
                  passes: int = 1, loss_on: str = "native", swap_labels: bool = False, eval_batch_size: int = 500,
                  device=None, precision: str = "fp32"):
         if net not in nets.NAMES:
@@ -117,6 +118,9 @@ class _Method(Detector):
         if loss_on not in ("native", "upsampled"):
             raise ValueError(f"loss_on must be 'native' (the u x v map, eq. 2) or 'upsampled' (Algorithm 1's "
                              f"full-resolution map, the authors' MVTec-AD setting), got {loss_on!r}")
+        if upsample not in ("paper", "coverage"):
+            raise ValueError(f"upsample must be 'paper' (Algorithm 1) or 'coverage' (ours: Algorithm 1 divided by "
+                             f"the upsampled map of ones, no fall-off at the border), got {upsample!r}")
         if outliers is not None and not self.uses_outliers:
             raise ValueError(f"{type(self).__name__} cannot use outlier exposure (the paper's AE has no way to "
                              "include anomalies); pass outliers=None")
@@ -127,7 +131,7 @@ class _Method(Detector):
         self.momentum, self.nesterov, self.schedule, self.gamma = momentum, nesterov, schedule, gamma
         self.milestones, self.batch_size, self.accumulate = milestones, batch_size, accumulate
         self.sigma, self.seed, self.net_options = sigma, seed, net_options
-        self.upsample_net = upsample_net
+        self.upsample_net, self.upsample = upsample_net, upsample
         self.channels_last, self.eval_batch_size = channels_last, eval_batch_size
         self.passes, self.loss_on, self.swap_labels = passes, loss_on, swap_labels
         self.device, self.precision = device, precision
@@ -183,7 +187,8 @@ class _Method(Detector):
         if self.fully_convolutional and (self.loss_on == "upsampled" or pixel_masks):
             # the authors' training upsampler (official_kernel: unnormalised, halved for even sizes): it sets the
             # scale of the full-resolution maps that the loss sees
-            self._train_upsampler = ReceptiveUpsampler(self.net_, size, self.sigma, official=True)
+            self._train_upsampler = ReceptiveUpsampler(self.net_, size, self.sigma, official=True,
+                                                       coverage=self.upsample == "coverage")
         micro = self.batch_size // self.accumulate
         bar = training.progress(range(epochs), progress, desc=type(self).__name__, unit="epoch")
         if monitor is not None:
@@ -238,7 +243,8 @@ class _Method(Detector):
         self._check_fitted()
         if getattr(self, "_upsampler", None) is None:
             ref = self.net_ if self.net.startswith("fcdd") else nets.build(self.upsample_net or nets.partner(self.net))
-            self._upsampler = ReceptiveUpsampler(ref, self.net_.input_size, self.sigma)
+            self._upsampler = ReceptiveUpsampler(ref, self.net_.input_size, self.sigma,
+                                                 coverage=getattr(self, "upsample", "paper") == "coverage")
         return self._upsampler
 
     def display_maps(self, maps) -> np.ndarray:

@@ -39,10 +39,15 @@ def gaussian_kernel(size: int, sigma: float, normalize: bool = True) -> torch.Te
 class ReceptiveUpsampler:
     """Algorithm 1 as one strided transposed convolution: every low-resolution pixel a adds a * G_2(c, sigma)
     at the centre c of its receptive field. Kernel size = receptive field, stride = cumulative stride, both
-    read from the network's layers (:func:`oneclass.nets.geometry`); sigma defaults to appendix A's."""
+    read from the network's layers (:func:`oneclass.nets.geometry`); sigma defaults to appendix A's.
+
+    Border pixels receive fewer overlapping Gaussians than inner ones, so Algorithm 1's maps fall off in a frame
+    about half a receptive field wide whatever the content (a constant A gives a map that is low at the border),
+    which biases pixel metrics against defects near the border. ``coverage=True`` (ours, not the paper's) divides
+    by the upsampled map of ones, so a constant A gives a constant map."""
 
     def __init__(self, net: torch.nn.Module, input_size: int, sigma: float | None = None, normalize: bool = True,
-                 official: bool = False):
+                 official: bool = False, coverage: bool = False):
         self.geometry = g = nets.geometry(net, input_size)
         self.input_size = int(input_size)
         self.sigma = float(sigma) if sigma is not None else nets.paper_sigma(g.rf)
@@ -50,8 +55,17 @@ class ReceptiveUpsampler:
         self.kernel = kernel[None, None]
         # the kernel's centre for output pixel 0 lands at (rf-1)/2; the receptive field's centre is at g.start
         self.shift = int(round((g.rf - 1) / 2 - g.start))
+        self.coverage = bool(coverage)
 
     def __call__(self, A: torch.Tensor) -> torch.Tensor:
+        out = self._upsample(A)
+        if self.coverage:
+            ones = torch.ones((1, *torch.as_tensor(A).shape[-2:]), dtype=torch.float32, device=out.device)
+            cover = self._upsample(ones)[0]
+            out = out / cover.clamp_min(torch.finfo(torch.float32).tiny)
+        return out
+
+    def _upsample(self, A: torch.Tensor) -> torch.Tensor:
         A = torch.as_tensor(A, dtype=torch.float32)
         squeeze = A.ndim == 3
         if squeeze:
@@ -74,8 +88,8 @@ class ReceptiveUpsampler:
 
 
 def receptive_upsample(A: torch.Tensor, net: torch.nn.Module, input_size: int, sigma: float | None = None,
-                       normalize: bool = True) -> torch.Tensor:
+                       normalize: bool = True, coverage: bool = False) -> torch.Tensor:
     """Upsample low-resolution FCDD heatmaps (N, u, v) to the input size (N, H, W) with Algorithm 1."""
-    return ReceptiveUpsampler(net, input_size, sigma, normalize)(A)
+    return ReceptiveUpsampler(net, input_size, sigma, normalize, coverage=coverage)(A)
 
 
