@@ -145,3 +145,15 @@ def test_mvtec_split_refuses_before_training_what_evaluation_would_miss(tmp_path
         shutil.rmtree(info["folder"] / "test" / d)
     with pytest.raises(ValueError, match=r"allgood/test holds 0 defective and 2 good images.*before training"):
         fcdd.mvtec_split("allgood", "unsupervised", root=tmp_path, size=16)
+
+
+def test_a_category_given_as_a_path_is_a_folder_and_a_name_with_a_slash_is_not(tmp_path):
+    from oneclass import params, runs
+
+    assert data.is_path_category("/data/widgets") and data.is_path_category("~/widgets")
+    assert data.is_path_category("./widgets") and not data.is_path_category("T-shirt/top")
+    assert runs.class_folder("T-shirt/top") == "t-shirt-top" and runs.class_folder("/data/My Widgets") == "my-widgets"
+    folder = tmp_path / "widgets"
+    assert params._resolve_classes("mvtec", [str(folder), "bottle"]) == [str(folder), "bottle"]
+    with pytest.raises(data.DatasetMissingError, match="widgets"):
+        data.require("mvtec", root=tmp_path / "root", normal=str(folder))

@@ -45,9 +45,12 @@ def _missing(folder: Path, paths) -> DatasetMissingError:
 
 
 def is_path_category(category) -> bool:
-    """A category given as a folder anywhere on disk ('/data/widgets', '~/widgets', './widgets'), not a name."""
-    return isinstance(category, (str, Path)) and ("/" in str(category) or "\\" in str(category)
-                                                  or str(category).startswith("~"))
+    """A category given as a folder anywhere on disk: an absolute path or one starting with '~', './' or '../'
+    ('/data/widgets', '~/widgets', './widgets'), never a class name (Fashion-MNIST's 'T-shirt/top' is a name)."""
+    if not isinstance(category, (str, Path)):
+        return False
+    s = str(category)
+    return Path(s).is_absolute() or s.startswith(("~", "./", "../", ".\\", "..\\"))
 
 
 def category_folder(category, root: Path) -> Path:
