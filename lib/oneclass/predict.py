@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from . import gallery
 from .data import ImageSet, decode_images, list_images
@@ -60,17 +59,19 @@ def image_paths(source) -> list[Path]:
 def predict(run_dir, images, out=None, batch_size: int | None = None, progress: bool = True,
             scope: str = "local") -> tuple[pd.DataFrame, np.ndarray | None]:
     """Scores (and maps) of ``images`` under the run's saved model; with ``out``, write scores.csv and overlays."""
-    from tqdm.auto import tqdm
-
     run_dir = Path(run_dir)
     spec = input_spec(run_dir)
     det = Detector.load(run_dir / "model.pt")
     paths = image_paths(images)
-    params = yaml.safe_load((run_dir / "params.yaml").read_text()) if (run_dir / "params.yaml").exists() else {}
-    eta = float((params.get("parameters") or {}).get("eta") or 0.97)
+    eta = _run_eta(run_dir)
     step = batch_size or getattr(det, "eval_batch_size", 64)      # the run's own evaluation batches
     scores, maps = [], []
-    for i in tqdm(range(0, len(paths), step), desc="predict", unit="batch", disable=not progress):
+    starts = range(0, len(paths), step)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="predict", unit="batch")
+    for i in starts:
         x, _ = decode_images(paths[i:i + step], spec["size"], spec["channels"], spec.get("crop", False))
         out_i = det.score(ImageSet(x, torch.zeros(len(x), dtype=torch.int64), ["image"], "predict"))
         scores.append(np.asarray(out_i.scores, dtype=np.float64))
@@ -91,6 +92,16 @@ def predict(run_dir, images, out=None, batch_size: int | None = None, progress: 
                     _overlay(img, shown[i + j], table["score"].iloc[i + j], out / table["overlay"].iloc[i + j])
         table.to_csv(out / "scores.csv", index=False)
     return table, all_maps
+
+
+def _run_eta(run_dir: Path) -> float:
+    """The run's heatmap contrast quantile (its ``eta`` parameter; appendix A's 0.97 when it has none)."""
+    if not (run_dir / "params.yaml").exists():
+        return 0.97
+    import yaml
+
+    params = yaml.safe_load((run_dir / "params.yaml").read_text()) or {}
+    return float((params.get("parameters") or {}).get("eta") or 0.97)
 
 
 def _overlay(image: np.ndarray, heat: np.ndarray, score: float, path: Path) -> None:
