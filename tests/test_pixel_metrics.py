@@ -119,7 +119,8 @@ def test_masks_of_several_sizes_and_modes_are_read_one_at_a_time(tmp_path):
         else:
             assert masks[j][box[0]:box[1], box[2]:box[3]].all() and masks[j].sum() == \
                 (box[1] - box[0]) * (box[3] - box[2])
-    with pytest.raises(ValueError, match=r"3 different sizes among 7 masks, from 24x32 to 30x40 \(height x width\).*mvtec_masks"):
+    with pytest.raises(ValueError, match=r"3 different sizes among 7 masks, from 24x32 to 30x40 \(height x width\)"
+                                         r".*mvtec_masks"):
         data.load_mvtec_masks(test)
     assert data.load_mvtec_masks(test, 20).shape == (7, 20, 20)
     # the model's maps at 16 px against the masks at their own sizes: equal to stacking each pair by hand

@@ -3,7 +3,8 @@
 Detection: :func:`auc` (anomalies positive), :func:`aupr_in` (nominal positive, on the negated score) and
 :func:`aupr_out` (anomalies positive), the convention of GEOM's tables. Localisation: pixel AUC pooled over all
 pixels of all test images (FCDD's code) and averaged per anomalous image (FCDD's text), and AUPRO (the MVTec-AD
-benchmark's per-region overlap): :func:`pixel_metrics` computes all three with each map at its own mask's size. Explanations: the
+benchmark's per-region overlap): :func:`pixel_metrics` computes all three with each map at its own mask's size.
+Explanations: the
 Clever Hans paper's explanation accuracy and Clever Hans score.
 """
 from __future__ import annotations

@@ -107,9 +107,10 @@ def build(root: str | Path, out: str | Path | None = None) -> Path:
             key = (str(run["experiment"]), str(run["method"] if pd.notna(run["method"]) else ""), str(run["class"]))
             pages.setdefault(key, []).append((run["seed"], page))
         commits = sorted(set(part["commit"].fillna("unknown")))
-        prov = (f"{len(part)} runs; commit{'s' * (len(commits) > 1)} {', '.join(f'<code>{c[:10]}</code>' for c in commits)}; "
-                f"finished {html.escape(str(part['finished_at'].dropna().max())[:16])}; "
-                f"{html.escape(str(part['cpu_model'].dropna().iloc[0]) if part['cpu_model'].notna().any() else 'cpu unknown')}, "
+        codes = ", ".join(f"<code>{c[:10]}</code>" for c in commits)
+        cpu = str(part["cpu_model"].dropna().iloc[0]) if part["cpu_model"].notna().any() else "cpu unknown"
+        prov = (f"{len(part)} runs; commit{'s' * (len(commits) > 1)} {codes}; "
+                f"finished {html.escape(str(part['finished_at'].dropna().max())[:16])}; {html.escape(cpu)}, "
                 f"device {html.escape(str(part['device'].iloc[0]))}, load average up to {part['load_average'].max()}")
         body = [f"<h2 id='{base}'>{html.escape(base)}</h2>", f"<p class='prov'>{prov}</p>"]
         budget = tables._budget(params_file, preset)
@@ -122,8 +123,8 @@ def build(root: str | Path, out: str | Path | None = None) -> Path:
             if summary.empty:
                 continue
             metric = summary["metric"].iloc[0]
-            body.append(f"<h3>{html.escape(str(summary['paper'].iloc[0]))} {html.escape(str(summary['table'].iloc[0]))}: "
-                        f"{html.escape(metric)}</h3>")
+            title = f"{summary['paper'].iloc[0]} {summary['table'].iloc[0]}: {metric}"
+            body.append(f"<h3>{html.escape(title)}</h3>")
             body.append(_table(summary, csv, pages, folder / "runs.csv", out))
             body.append("<ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in tables.verdict(summary)) + "</ul>")
             for _, m in summary[summary["class"] == "mean"].iterrows():
@@ -143,7 +144,8 @@ def build(root: str | Path, out: str | Path | None = None) -> Path:
     for base, m, anchor in index_rows:
         overview.append(f"<tr><td class='text'><a href='{anchor}'>{html.escape(str(m['experiment']))}</a></td>"
                         f"<td class='text'>{html.escape(str(m['method']) if pd.notna(m['method']) else '')}</td>"
-                        f"<td class='text'>{html.escape(str(m['metric']))}</td><td><a href='{anchor}'>{_fmt(m['mean'])}</a></td>"
+                        f"<td class='text'>{html.escape(str(m['metric']))}</td>"
+                        f"<td><a href='{anchor}'>{_fmt(m['mean'])}</a></td>"
                         f"<td>{int(m['classes'])}</td><td>{_fmt(m['paper_value'])}</td>"
                         f"<td>{_fmt(m['diff'], '+.3f')}</td><td>{_fmt(m['seconds'], '.0f')}</td></tr>")
     overview.append("</tbody></table>")

@@ -678,7 +678,8 @@ def results_section(prefixes: tuple[str, ...] = (), results: str | Path | None =
         link = f"[{r['experiment']}](results/{r['preset']}/{r['base']}.md)"
         lines.append(f"| {r['preset']} | {link} | {r['method'] if pd.notna(r['method']) else ''} | "
                      f"{r['paper']} {r['table']} | {r['metric']} | {num(r['mean'])} ({int(r['classes'])}) | "
-                     f"{num(r['paper_value'])} | {num(r['diff'], '{:+.3f}')} | {r['budget'] if pd.notna(r['budget']) else ''} | "
+                     f"{num(r['paper_value'])} | {num(r['diff'], '{:+.3f}')} | "
+                     f"{r['budget'] if pd.notna(r['budget']) else ''} | "
                      f"{num(r['seconds'], '{:.0f}')} | `{str(r['commit'])[:10]}` |")
     return "\n".join(lines) + "\n"
 
