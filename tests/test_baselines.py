@@ -290,3 +290,34 @@ def test_adgan_score_without_inversion_steps_is_the_mse_of_its_seeded_draws(easy
             want.append(mse.reshape(2, 3).mean(1))
     test4 = type(test)(test.images[:4], test.anomaly[:4])
     np.testing.assert_allclose(det.score(test4).scores, torch.cat(want).numpy(), rtol=1e-5)
+
+
+def test_dagmm_last_batch_scores_with_exactly_the_last_batchs_mixture_and_the_authors_epsilons(easy, monkeypatch):
+    """gmm_fit='last_batch' (the GEOM authors' code): the fitted phi / mu / Sigma are the ones the last training
+    batch estimated, and the energy is -log sum_k (phi_k exp(-maha/2) / sqrt(det(2 pi Sigma_k) + 1e-7) + 1e-7)."""
+    from oneclass.methods.baselines import dagmm as D
+
+    seen = []
+    original = D.gmm_parameters
+
+    def recording(z, gamma, jitter=1e-3):
+        out = original(z, gamma, jitter)
+        seen.append(tuple(t.detach().clone() for t in out))
+        return out
+
+    monkeypatch.setattr(D, "gmm_parameters", recording)
+    train, test = easy
+    det = B.build("dagmm", size=32, seed=0, gmm_fit="last_batch").fit(train, epochs=2)
+    last = seen[-1]
+    assert all(torch.equal(a, b) for a, b in zip((det.phi_, det.mu_, det.sigma_), last))
+    full = B.build("dagmm", size=32, seed=0).fit(train, epochs=2)
+    assert not torch.allclose(full.phi_, det.phi_)
+    # the authors' energy, by hand, for one component at the origin with unit covariance in one dimension
+    z = torch.tensor([[0.0], [3.0], [100.0]], dtype=torch.float64)
+    e = D.gmm_energy(z, torch.ones(1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64),
+                     torch.eye(1, dtype=torch.float64)[None], eps=1e-7)
+    expected = [-np.log(np.exp(-0.5 * v * v) / np.sqrt(2 * np.pi + 1e-7) + 1e-7) for v in (0.0, 3.0, 100.0)]
+    np.testing.assert_allclose(e.numpy(), expected, rtol=1e-12)
+    assert e[2].item() == pytest.approx(-np.log(1e-7))       # far away: saturated at -log(K eps)
+    with pytest.raises(ValueError, match="gmm_fit must be"):
+        B.DAGMM(gmm_fit="batch")

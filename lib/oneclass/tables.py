@@ -653,8 +653,10 @@ def published(experiments, presets=("quick", "paper"), results: str | Path | Non
     return Markdown("\n\n".join(parts))
 
 
-def results_section(prefixes: tuple[str, ...] = (), results: str | Path | None = None) -> str:
-    """The README's results table: one row per experiment, method and metric (the mean rows of index.csv)."""
+def results_section(prefixes: tuple[str, ...] = (), results: str | Path | None = None,
+                    primary_only: bool = False) -> str:
+    """The README's results table: one row per experiment, method and metric (the mean rows of index.csv);
+    ``primary_only``: only each experiment's first metric (the one its paper table is about)."""
     root = results_root(results)
     rows = []
     for preset in ("quick", "paper"):
@@ -666,6 +668,9 @@ def results_section(prefixes: tuple[str, ...] = (), results: str | Path | None =
     idx = pd.concat(rows, ignore_index=True)
     if prefixes:
         idx = idx[idx["base"].astype(str).str.startswith(prefixes)]
+    if primary_only and not idx.empty:
+        first = idx.groupby(["preset", "base"], sort=False)["metric"].transform("first")
+        idx = idx[(idx["metric"] == first) & (idx["class"] == "mean")]
     if idx.empty:
         return "*No published results for these experiments yet.*\n"
 
@@ -713,7 +718,7 @@ def update_readmes(repo: str | Path | None = None, results: str | Path | None = 
         rel = os.path.relpath(repo_root, path.parent)
         rel = "" if rel == "." else rel + "/"
         text = path.read_text()
-        new = render_readme(text, results_section(prefixes, results), rel)
+        new = render_readme(text, results_section(prefixes, results, primary_only=not prefixes), rel)
         if new != text:
             stale.append(path)
             if not check:

@@ -23,13 +23,23 @@ def gmm_parameters(z: torch.Tensor, gamma: torch.Tensor, jitter: float = 1e-3):
     return phi, mu, sigma
 
 
-def gmm_energy(z: torch.Tensor, phi, mu, sigma) -> torch.Tensor:
-    """Sample energy -log sum_k phi_k N(z | mu_k, sigma_k), in log space."""
+AUTHORS_EPS = 1e-7     # Keras's epsilon, which the GEOM authors' DAGMM adds to det(2 pi Sigma) and to each density
+
+
+def gmm_energy(z: torch.Tensor, phi, mu, sigma, eps: float = 0.0) -> torch.Tensor:
+    """Sample energy -log sum_k phi_k N(z | mu_k, sigma_k). ``eps`` = 0: exact, in log space. ``eps`` > 0: the
+    GEOM authors' form, in probability space, -log sum_k (phi_k exp(-maha_k / 2) / sqrt(det(2 pi Sigma_k) + eps)
+    + eps): every component's density is at least ``eps``, so the energy saturates at -log(K eps) far from the
+    mixture (the scores of the most anomalous images tie there)."""
     chol = torch.linalg.cholesky(sigma)                          # (K, D, D)
     d = (z[None] - mu[:, None]).transpose(1, 2)                  # (K, D, N)
     sol = torch.linalg.solve_triangular(chol, d, upper=False)    # (K, D, N)
     maha = (sol ** 2).sum(1)                                     # (K, N)
     logdet = 2 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(1)
+    if eps > 0:
+        det2pi = torch.exp(logdet + z.shape[1] * math.log(2 * math.pi))
+        density = phi[:, None] * torch.exp(-0.5 * maha) / torch.sqrt(det2pi + eps)[:, None] + eps
+        return -torch.log(density.sum(0))
     log_n = -0.5 * (maha + logdet[:, None] + z.shape[1] * math.log(2 * math.pi))
     return -torch.logsumexp(torch.log(phi.clamp_min(1e-12))[:, None] + log_n, 0)
 
@@ -38,15 +48,20 @@ class DAGMM(Detector):
     """Deep autoencoding Gaussian mixture model (Zong et al. 2018) as the GEOM authors ran it: the CAE pair with a
     linear 5-d code; z = (code, relative Euclidean reconstruction error, cosine similarity); estimation network
     64 tanh - dropout 0.5 - 10 tanh - dropout 0.5 - 3 softmax; loss = MSE + lambda_energy * mean energy +
-    lambda_diag * sum 1/diag(Sigma). Adam, batch 256. Anomaly score = sample energy under the mixture fitted to
-    the whole training set after training (the DAGMM paper's choice; the authors' Keras code keeps the last
-    training batch's estimate)."""
+    lambda_diag * sum 1/diag(Sigma). Adam, batch 256. Anomaly score = sample energy under the mixture:
+    ``gmm_fit='full_train'`` fits it to the whole training set after training (the DAGMM paper's choice, exact
+    log-space energy); ``'last_batch'`` keeps the last training batch's estimate and scores with the GEOM
+    authors' epsilons (:data:`AUTHORS_EPS`), as their Keras code behind Table 1 does."""
 
     gives_maps = False
 
     def __init__(self, rep_dim: int = 5, n_components: int = 3, lambda_energy: float = 0.01,
                  lambda_diag: float = 5e-4, lr: float = 1e-3, batch_size: int = 256, size: int | None = None,
-                 seed: int | None = None, device=None, precision: str = "fp32"):
+                 gmm_fit: str = "full_train", seed: int | None = None, device=None, precision: str = "fp32"):
+        if gmm_fit not in ("full_train", "last_batch"):
+            raise ValueError(f"gmm_fit must be 'full_train' (the mixture of the whole training set, DAGMM's paper) "
+                             f"or 'last_batch' (the last training batch's, the GEOM authors' code), got {gmm_fit!r}")
+        self.gmm_fit = gmm_fit
         self.rep_dim, self.n_components, self.lambda_energy, self.lambda_diag = rep_dim, n_components, \
             lambda_energy, lambda_diag
         self.lr, self.batch_size, self.size = lr, batch_size, size
@@ -85,6 +100,7 @@ class DAGMM(Detector):
                 z, rec = self._z(xb)
                 gamma = self.model_["estimation"](z)
                 phi, mu, sigma = gmm_parameters(z.double(), gamma.double())
+                self._last_batch = (phi.detach(), mu.detach(), sigma.detach())
                 energy = gmm_energy(z.double(), phi, mu, sigma).mean()
                 diag = (1.0 / torch.diagonal(sigma, dim1=1, dim2=2)).sum()
                 return F.mse_loss(rec, xb) + (self.lambda_energy * energy + self.lambda_diag * diag).float()
@@ -95,7 +111,11 @@ class DAGMM(Detector):
                                       monitor=monitor, det=self)
         self.model_.eval()
         with torch.no_grad():
-            self.phi_, self.mu_, self.sigma_ = self._mixture(x)
+            last = self.__dict__.pop("_last_batch", None)
+            if self.gmm_fit == "last_batch" and last is not None:
+                self.phi_, self.mu_, self.sigma_ = last
+            else:
+                self.phi_, self.mu_, self.sigma_ = self._mixture(x)
         self._fitted = True
         if monitor is not None:
             monitor.finish(self)
@@ -114,7 +134,8 @@ class DAGMM(Detector):
 
     def _energies(self, images, phi, mu, sigma) -> torch.Tensor:
         z = self._codes(prepare(images, self.size_))
-        return gmm_energy(z, phi.cpu(), mu.cpu(), sigma.cpu())
+        eps = AUTHORS_EPS if getattr(self, "gmm_fit", "full_train") == "last_batch" else 0.0
+        return gmm_energy(z, phi.cpu(), mu.cpu(), sigma.cpu(), eps)
 
     def monitor_scores(self, images) -> np.ndarray:
         """Energies mid-training (the learning curve's points): the mixture estimated, at this point, from the
