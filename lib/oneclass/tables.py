@@ -270,6 +270,7 @@ def build_experiment(exp, preset: str, outputs: str | Path | None = None) -> Pat
     """Tables (one per metric the runs share) and a gallery for one params file's runs of one preset, in
     ``outputs/<preset>/_tables/<experiment>/``."""
     from . import gallery
+    from .data import class_slug
 
     base = outputs_root(outputs) / preset
     frame = collect(base)
@@ -293,7 +294,7 @@ def build_experiment(exp, preset: str, outputs: str | Path | None = None) -> Pat
         by_method = {m: Path(p) for m, p in zip(runs_of_class["method"], runs_of_class["path"]) if m}
         if len(by_method) > 1:
             try:
-                gallery.methods_figure(by_method, path=folder / f"methods_{cls}.png")
+                gallery.methods_figure(by_method, path=folder / f"methods_{class_slug(cls)}.png")
             except ValueError:   # no shared gallery images (different test sets): nothing to compare
                 pass
     found = curves(frame)
