@@ -156,7 +156,7 @@ def _known_strings() -> set[str]:
     for v in values:
         if isinstance(v, float) and np.isfinite(v):
             for d in range(1, 5):
-                out |= {f"{v:.{d}f}", f"{v * 100:.{d}f}"}
+                out |= {f"{abs(v):.{d}f}", f"{abs(v) * 100:.{d}f}"}   # a signed difference shows its sign apart
     return out
 
 
