@@ -59,7 +59,7 @@ def _predict_reproduces_the_run(run, root, monkeypatch, tmp_path):
     table, maps = predict.predict(run["path"], test.paths, tmp_path / "predicted", progress=False)
     stored = pd.read_parquet(run["path"] / "scores.parquet").sort_values("index")
     assert np.allclose(table["score"], stored["score"], rtol=1e-6, atol=0), "predict must reproduce the run's scores"
-    assert maps.shape == (len(test), 240, 240)
+    assert maps.shape == (len(test), 224, 224)          # the detector's maps at its input size (crop of 240)
     written = pd.read_csv(tmp_path / "predicted" / "scores.csv")
     assert written["path"].tolist() == [str(x) for x in test.paths]
     assert sorted(p.name for p in (tmp_path / "predicted").glob("*_heatmap.png")) == sorted(written["overlay"])
