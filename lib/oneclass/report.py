@@ -99,7 +99,8 @@ def build(root: str | Path, out: str | Path | None = None) -> Path:
         params_file = part["params_file"].dropna().iloc[0] if part["params_file"].notna().any() else None
         if not params_file or not Path(params_file).is_file():
             continue
-        folder = tables.build_experiment(params.load(params_file), preset, root.parent)
+        folder = tables.build_experiment(params.load(params_file), preset, root.parent,
+                                         frame=part.drop(columns="base"))
         pages = {}
         for _, run in part.sort_values("seed").iterrows():
             rel = Path(run["path"]).relative_to(root)

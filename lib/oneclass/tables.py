@@ -266,14 +266,16 @@ def write(summary: pd.DataFrame, folder: str | Path, name: str, deviations: list
     return folder
 
 
-def build_experiment(exp, preset: str, outputs: str | Path | None = None) -> Path | None:
+def build_experiment(exp, preset: str, outputs: str | Path | None = None,
+                     frame: pd.DataFrame | None = None) -> Path | None:
     """Tables (one per metric the runs share) and a gallery for one params file's runs of one preset, in
-    ``outputs/<preset>/_tables/<experiment>/``."""
+    ``outputs/<preset>/_tables/<experiment>/``. ``frame``: the preset's runs as :func:`collect` read them, when
+    the caller has them already (the report builds every experiment from one read)."""
     from . import gallery
     from .data import class_slug
 
     base = outputs_root(outputs) / preset
-    frame = collect(base)
+    frame = collect(base) if frame is None else frame
     if frame.empty:
         return None
     frame = frame[frame["experiment"].str.split(".").str[0] == exp.name]
