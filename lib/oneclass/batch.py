@@ -193,6 +193,7 @@ def datasets_needed(specs: list[P.RunSpec]) -> list[tuple[str, object]]:
     MVTec-AD category, an MNIST-C corruption), and every parameter whose value names a known dataset (an
     outlier-exposure corpus, a pretraining set); or, where the params file has a ``data:`` list, those datasets
     (``data: []`` for a notebook that reads none)."""
+    from . import data
     from .data import canonical
 
     def name(value):
@@ -206,9 +207,10 @@ def datasets_needed(specs: list[P.RunSpec]) -> list[tuple[str, object]]:
         if spec.meta.get("data") is not None:      # the params file lists what its notebook reads
             needed += [p for p in ((name(d) or d, None) for d in spec.meta["data"]) if p not in needed]
             continue
-        ds = name(spec.dataset)
+        ds = str(spec.dataset) if data.is_path_category(spec.dataset) else name(spec.dataset)   # a tree of one's own
         pairs = [(ds, spec.normal_class if ds in ("mvtec", "mnist_c") else None)] if ds else []
-        pairs += [(n, None) for key, v in spec.parameters.items() if key != "dataset" and (n := name(v))]
+        # every other value naming a dataset is read, except `like`: a set-up borrowed for a tree of one's own
+        pairs += [(n, None) for key, v in spec.parameters.items() if key not in ("dataset", "like") and (n := name(v))]
         needed += [p for p in pairs if p not in needed]
     return needed
 

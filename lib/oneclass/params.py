@@ -135,8 +135,8 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        from .runs import class_folder
-        return f"{self.experiment}/{self.dataset}/{class_folder(self.normal_class)}/seed_{self.seed}"
+        from .runs import class_folder, dataset_folder
+        return f"{self.experiment}/{dataset_folder(self.dataset)}/{class_folder(self.normal_class)}/seed_{self.seed}"
 
 
 # --- the notebook side -------------------------------------------------------------------------------------
@@ -346,13 +346,13 @@ def _resolve_classes(dataset: str, classes: Any) -> list:
     from . import data
 
     if classes in (None, "all"):
-        return list(data.classes(dataset))
+        return list(data.nominal_classes(dataset))      # a tree of one's own may have test-only classes
     if not isinstance(classes, list):
         classes = [classes]
     names = data.classes(dataset)
     out = []
     for c in classes:
-        if data.canonical(dataset) == "mvtec" and data.is_path_category(c):   # a category folder of one's own
+        if not data.is_path_category(dataset) and data.canonical(dataset) == "mvtec" and data.is_path_category(c):   # a category folder of one's own
             out.append(str(data.category_folder(c, None)))
             continue
         if isinstance(c, list):   # a multi-class nominal set
@@ -367,6 +367,8 @@ def expand(exp: Experiment, preset: str, classes: list | None = None, seeds: lis
     """All runs of one preset, validated. ``classes`` / ``seeds`` narrow the grid; ``overrides`` (``--set``) set
     parameters, and an override of a key the file varies narrows that axis to the value (which must be on it);
     ``vary`` (``--vary``) replaces an axis's values or adds an axis."""
+    from . import data
+
     p = exp.preset(preset)
     where = f"{exp.path} [{preset}]: "
     overrides, vary_cli = dict(overrides or {}), dict(vary or {})
@@ -391,12 +393,18 @@ def expand(exp: Experiment, preset: str, classes: list | None = None, seeds: lis
     for reserved in ("normal_class", "seed", "run_dir"):
         if reserved in common or reserved in axes_values:
             raise ParamsError(f"{where}{reserved!r} is set by the grid, not as a parameter; use classes / seeds")
-    if common.setdefault("dataset", exp.dataset) != exp.dataset:
+    dataset = exp.dataset
+    if "dataset" in overrides and data.is_path_category(dataset):   # a tree of one's own: --set dataset=PATH
+        if not data.is_path_category(overrides["dataset"]):
+            raise ParamsError(f"{where}--set dataset={overrides['dataset']!r}: this file runs a class-folder tree of "
+                              "your own; give its path (absolute, or starting with ~ ./ ../)")
+        dataset = overrides["dataset"]
+    if common.setdefault("dataset", dataset) != dataset:
         raise ParamsError(f"{where}params.dataset {common['dataset']!r} differs from the file's dataset "
-                          f"{exp.dataset!r}: one params file per dataset")
+                          f"{dataset!r}: one params file per dataset")
     try:
-        class_list = _resolve_classes(exp.dataset, classes if classes else p.get("classes", exp.raw.get("classes")))
-    except (KeyError, ValueError, IndexError) as err:
+        class_list = _resolve_classes(dataset, classes if classes else p.get("classes", exp.raw.get("classes")))
+    except (KeyError, ValueError, IndexError, FileNotFoundError) as err:
         raise ParamsError(f"{where}{err}") from err
     seed_list = [int(s) for s in (seeds if seeds else p.get("seeds", exp.raw.get("seeds", [0])))]
     axes = [[(k, v) for v in vals] for k, vals in axes_values.items()]
@@ -412,7 +420,7 @@ def expand(exp: Experiment, preset: str, classes: list | None = None, seeds: lis
             for seed in seed_list:
                 values = common | dict(combo) | {"normal_class": cls, "seed": seed}
                 check_parameters(exp.notebook, values, where, sources)
-                specs.append(RunSpec(exp.notebook, name, preset, exp.dataset, cls, seed, defaults | values, meta))
+                specs.append(RunSpec(exp.notebook, name, preset, dataset, cls, seed, defaults | values, meta))
     if not specs:
         raise ParamsError(f"{where}the grid is empty (no classes or no seeds)")
     return specs

@@ -67,9 +67,17 @@ def class_folder(normal_class: Any) -> str:
     return class_slug(Path(str(normal_class)).name if is_path_category(normal_class) else str(normal_class))
 
 
+def dataset_folder(dataset: Any) -> str:
+    """Folder name of a dataset: its name, or for a class-folder tree given as a path, a slug of the tree's name."""
+    from .data import class_slug, is_path_category
+
+    return class_slug(Path(str(dataset)).name) if is_path_category(dataset) else str(dataset)
+
+
 def run_path(outputs: str | os.PathLike | None, preset: str, experiment: str, dataset: str, normal_class: Any,
              seed: int) -> Path:
-    return outputs_root(outputs) / preset / experiment / dataset / class_folder(normal_class) / f"seed_{seed}"
+    return (outputs_root(outputs) / preset / experiment / dataset_folder(dataset) / class_folder(normal_class)
+            / f"seed_{seed}")
 
 
 def is_finished(path: Path) -> bool:

@@ -10,7 +10,7 @@ states the layout it reads: ``idx`` (MNIST, Fashion-MNIST, EMNIST letters), ``ci
 Missing data is downloaded with torchvision where that is possible and allowed; otherwise (and when the
 download fails) DatasetMissingError says which files to put where. Nothing is ever substituted.
 """
-from .api import classes, load, one_vs_rest, require, resolve_class, subsample
+from .api import classes, load, nominal_classes, one_vs_rest, require, resolve_class, source, subsample
 from .catalog import DATASETS, IMAGENET30_CLASSES, canonical
 from .core import (CorruptImageError, DatasetInfo, DatasetMissingError, ImageSet, Split, UnknownClassError,
                    class_slug, data_root, match_class, resize, to_channels)
@@ -22,7 +22,7 @@ from .outliers import (NAMED_EXCLUSIONS, TINY_IMAGENET_CIFAR10, TINY_IMAGENET_CI
                        load_outliers)
 
 __all__ = [
-    "data_root", "DATASETS", "classes", "require", "resolve_class", "class_slug", "load", "one_vs_rest", "load_outliers", "NAMED_EXCLUSIONS", "TINY_IMAGENET_CIFAR10",
+    "data_root", "DATASETS", "classes", "nominal_classes", "source", "require", "resolve_class", "class_slug", "load", "one_vs_rest", "load_outliers", "NAMED_EXCLUSIONS", "TINY_IMAGENET_CIFAR10",
     "TINY_IMAGENET_CIFAR10_BORDERLINE", "expand_exclusions",
     "subsample",
     "load_mvtec", "load_mvtec_folder", "is_path_category", "category_folder", "mvtec_categories", "semi_supervised_split", "load_mvtec_masks", "mvtec_masks", "ImageSet", "Split", "DatasetInfo",

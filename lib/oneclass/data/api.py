@@ -12,16 +12,28 @@ from .core import ImageSet, Split, check_channels, check_size, data_root, fit, m
 from .download import ensure
 from .folders import folder_classes, load_folder_dataset
 from .idx import _existing, idx_files, load_idx_dataset
-from .mvtec import category_folder, load_mvtec, mvtec_categories
+from .mvtec import category_folder, is_path_category, load_mvtec, mvtec_categories
 from .voc import load_voc
 
 _LOADERS = {
     "mnist": load_idx_dataset, "fmnist": load_idx_dataset, "emnist_letters": load_idx_dataset,
     "cifar10": load_cifar, "cifar100": load_cifar, "cifar100_coarse": load_cifar,
     "tiny_imagenet": load_folder_dataset, "imagenet30": load_folder_dataset, "imagenet22k": load_folder_dataset,
-    "imagenet1k_val": load_folder_dataset, "catsvsdogs": load_folder_dataset,
+    "imagenet1k_val": load_folder_dataset, "catsvsdogs": load_folder_dataset, "folder": load_folder_dataset,
     "voc2007": load_voc,
 }
+
+
+def source(dataset, root=None) -> tuple[str, object]:
+    """(canonical name, root) of ``dataset``: a path (absolute, or starting with ~ ./ ../) is a class-folder tree
+    of one's own, read as dataset 'folder' with the tree as its root."""
+    if is_path_category(dataset):
+        return "folder", Path(str(dataset)).expanduser().absolute()
+    name = canonical(dataset)
+    if name == "folder" and root is None:
+        raise ValueError("dataset 'folder' reads a class-folder tree of your own: give the tree's path as the "
+                         "dataset ('~/my_tree', '/data/my_tree') or as root=")
+    return name, root
 
 
 def load(dataset: str, split: str = "train", root=None, size=None, channels=None, download=None, *,
@@ -33,7 +45,7 @@ def load(dataset: str, split: str = "train", root=None, size=None, channels=None
     ``ONECLASS_DOWNLOAD=0``); anything still missing raises DatasetMissingError. ``skip_corrupt`` leaves out
     image files that fail to decode instead of raising CorruptImageError (listed in ``meta['skipped']``).
     """
-    name = canonical(dataset)
+    name, root = source(dataset, root)
     if name == "mvtec":
         raise ValueError("MVTec is loaded per category: data.load_mvtec('bottle', split) "
                          "or data.one_vs_rest('mvtec', 'bottle')")
@@ -51,7 +63,7 @@ def load(dataset: str, split: str = "train", root=None, size=None, channels=None
 
 def classes(dataset: str, root=None) -> list[str]:
     """Class names in label order; folder datasets read them from disk (MVTec: 15 official + folders found)."""
-    name = canonical(dataset)
+    name, root = source(dataset, root)
     if name == "mvtec":
         return mvtec_categories(root)
     if DATASETS[name].classes is not None:
@@ -61,9 +73,20 @@ def classes(dataset: str, root=None) -> list[str]:
     return folder_classes(name, data_root(root))
 
 
+def nominal_classes(dataset: str, root=None) -> list[str]:
+    """The classes that can be nominal: those with training images (a tree of one's own may hold test-only
+    classes, anomalies only); for every other dataset all its classes."""
+    name, root = source(dataset, root)
+    names = classes(name, root)
+    base = data_root(root)
+    if name == "folder" and (base / "train").is_dir() and (base / "test").is_dir():
+        return [c for c in names if (base / "train" / c).is_dir()]
+    return names
+
+
 def resolve_class(dataset: str, cls, root=None) -> int:
     """The label index of ``cls``: an int index, or a name (exact, case-insensitive, or its slug)."""
-    name = canonical(dataset)
+    name, root = source(dataset, root)
     return match_class(name, classes(name, root), cls)
 
 
@@ -83,7 +106,7 @@ def one_vs_rest(dataset: str, normal, root=None, size=None, channels=None, *, do
     split with ``anomaly`` = 1 for every image outside the normal classes. For MVTec, ``normal`` is one
     category: train = its train/good, test = its whole test folder with the defect labels.
     """
-    name = canonical(dataset)
+    name, root = source(dataset, root)
     test_split = DATASETS[name].test_split
     if test_split is None:
         raise ValueError(f"{name!r} has no test split (it serves as an outlier-exposure corpus: load_outliers)")
@@ -153,9 +176,11 @@ def require(dataset: str, root=None, download=None, normal=None) -> None:
     when that is possible and allowed, else raise DatasetMissingError naming the files expected and where to get
     them. ``normal``: the class a run needs (an MVTec-AD category, an MNIST-C corruption). The batch runner calls
     this once per dataset before any kernel starts, so parallel runs never download the same files at once."""
-    name = canonical(dataset)
+    name, root = source(dataset, root)
     root = data_root(root)
-    if name in ("mnist", "fmnist", "emnist_letters"):
+    if name == "folder":
+        folder_classes(name, root)      # raises DatasetMissingError for a missing or empty class tree
+    elif name in ("mnist", "fmnist", "emnist_letters"):
         files = [f for split in ("train", "test") for f in idx_files(name, split, root)]
         ensure(name, root, files, download, exists=lambda p: _existing(p).exists())
     elif name in _CIFAR_LAYOUT:

@@ -97,6 +97,13 @@ DATASETS: dict[str, DatasetInfo] = {i.name: i for i in [
         layout="PetImages/{Cat,Dog}/*.jpg",
         source="https://www.microsoft.com/en-us/download/details.aspx?id=54765 (kagglecatsanddogs_*.zip)"),
     DatasetInfo(
+        "folder", 3, None, None, ("train", "test"),
+        "a class-folder tree of your own anywhere on disk: pass its path as the dataset ('~/my_tree'), or "
+        "dataset 'folder' with root= the tree; classes = its subfolders; images of any size, resized when loaded",
+        layout="<tree>/{train,test}/<class>/**/*.{png,jpg,...}, or <tree>/<class>/**/* (then every 5th file per "
+               "class in natural filename order is test)",
+        source="your own images"),
+    DatasetInfo(
         "mvtec", 3, None, MVTEC_CLASSES, ("train", "test"),
         "MVTec-AD; a class is a category (any category folder on disk in the same layout works too); "
         "load with load_mvtec(category, split)",

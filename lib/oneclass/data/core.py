@@ -41,8 +41,9 @@ class DatasetMissingError(FileNotFoundError):
         missing = [Path(p) for p in missing]
         root_existed = root.is_dir() if root_existed is None else root_existed
         root_note = "" if root_existed else " (that folder does not exist)"
-        lines = [f"dataset {dataset!r} is not available under the data root {root}{root_note}.",
-                 "Expected:"]
+        own = dataset == "folder"     # a class-folder tree of one's own: the root is the tree itself
+        lines = [f"your class-folder tree {root}{root_note} has no images in the layout below." if own else
+                 f"dataset {dataset!r} is not available under the data root {root}{root_note}.", "Expected:"]
         lines += [f"  {p}" for p in missing[:20]]
         if len(missing) > 20:
             lines.append(f"  ... and {len(missing) - 20} more")
@@ -51,7 +52,8 @@ class DatasetMissingError(FileNotFoundError):
         lines.append(f"Get it from: {source}")
         if cause is not None:
             lines.append(f"Automatic download failed: {type(cause).__name__}: {_first_line(cause)}")
-        lines.append("Put the files there, or set ONECLASS_DATA (or pass root=...) to the folder that holds them.")
+        lines.append("Give the path of a folder in that layout." if own else
+                     "Put the files there, or set ONECLASS_DATA (or pass root=...) to the folder that holds them.")
         err = cls("\n".join(lines))
         err.dataset, err.root, err.missing = dataset, root, tuple(missing)
         return err

@@ -9,6 +9,12 @@ Layouts under the data root:
     imagenet/val/<wnid>/**/*                                    (ImageNet-1k val sorted into wnid folders)
     PetImages/{Cat,Dog}/*.jpg                                   (Kaggle / Microsoft Cats vs Dogs)
 
+and a class-folder tree of one's own anywhere on disk (dataset 'folder', or its path as the dataset name):
+
+    <tree>/{train,test}/<class>/**/*       a split of your own; a class may be missing from train (test-only)
+    <tree>/<class>/**/*                    no split folders: per class, files in natural filename order, every
+                                           5th (positions 4, 9, 14, ...) is test, the rest train (as Cats vs Dogs)
+
 Class order is the sorted folder names (Tiny ImageNet: sorted wnids, as torchvision's ImageFolder would give).
 Files that are not images by their extension (Thumbs.db, README, hidden files) are skipped. A file with an
 image extension that fails to decode raises CorruptImageError naming it, unless ``skip_corrupt=True``
@@ -35,7 +41,7 @@ from .catalog import DATASETS
 from .core import CorruptImageError, DatasetMissingError, ImageSet
 from .download import ensure
 
-FOLDER_DATASETS = ("tiny_imagenet", "imagenet30", "imagenet22k", "imagenet1k_val", "catsvsdogs")
+FOLDER_DATASETS = ("tiny_imagenet", "imagenet30", "imagenet22k", "imagenet1k_val", "catsvsdogs", "folder")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 
 
@@ -197,8 +203,18 @@ def tiny_imagenet_words(root: Path) -> dict[str, str]:
     return words
 
 
+def _tree_splits(root: Path) -> bool:
+    """Whether a class-folder tree of one's own has its own train/ and test/ folders."""
+    return (root / "train").is_dir() and (root / "test").is_dir()
+
+
 def folder_classes(dataset: str, root: Path) -> list[str]:
     """Class names of a folder dataset, read from disk."""
+    if dataset == "folder":
+        if not _tree_splits(root):
+            return _folder_tree_classes(dataset, root, root)
+        return sorted(set(_folder_tree_classes(dataset, root, root / "train"))
+                      | set(_folder_tree_classes(dataset, root, root / "test")))
     if dataset == "tiny_imagenet":
         path = root / "tiny-imagenet-200" / "wnids.txt"
         _require(dataset, root, path)
@@ -254,17 +270,29 @@ def list_folder_dataset(dataset: str, split: str, root: Path, download=None) -> 
         return Listing(*_class_files(dataset, root, root / "imagenet22k", classes), classes)
     if dataset == "imagenet1k_val":
         return Listing(*_class_files(dataset, root, root / "imagenet" / "val", classes), classes)
-    if dataset == "catsvsdogs":
-        base = root / "PetImages"
+    if dataset == "folder" and _tree_splits(root):
+        paths, labels = [], []
+        for label, cls in enumerate(classes):
+            if (root / split / cls).is_dir():     # a class may exist in one split only (test-only anomalies)
+                files = list_images(root / split / cls)
+                paths += files
+                labels += [label] * len(files)
+        if not paths:
+            raise _missing(dataset, root, [root / split / "<class>" / "<image files>"])
+        return Listing(paths, labels, classes)
+    if dataset in ("catsvsdogs", "folder"):
+        base = root / "PetImages" if dataset == "catsvsdogs" else root
         paths, labels = [], []
         for label, cls in enumerate(classes):
             _require(dataset, root, base / cls)
-            files = sorted(list_images(base / cls, recursive=False), key=natural_key)
+            files = sorted(list_images(base / cls, recursive=dataset == "folder"), key=natural_key)
             # the fixed 80/20 rule: every 5th file in natural order is a test image
             keep = [p for i, p in enumerate(files) if (i % 5 == 4) == (split == "test")]
             paths += keep
             labels += [label] * len(keep)
-        return Listing(paths, labels, classes, crop=True)
+        if dataset == "folder" and not paths:
+            raise _missing(dataset, root, [base / "<class>" / "<image files>"])
+        return Listing(paths, labels, classes, crop=dataset == "catsvsdogs")
     raise ValueError(f"{dataset!r} is not a folder dataset")
 
 

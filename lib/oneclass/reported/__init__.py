@@ -65,9 +65,14 @@ NOVELTY_ROWS = {"ae": "Autoencoder only", "ae_norm": "+ Normalization", "full": 
 def fcdd_number(method: str, dataset: str, cls, background: str = "none") -> tuple[str, float | None]:
     """(where, number) of the FCDD paper for ``method`` on ``dataset``'s class ``cls``: Tables 3-5 (AUC),
     Table 2 (MVTec-AD pixel AUC; dataset 'mvtec_semi' is its semi-supervised row) or, with a ``background``
-    ablation, section 4.1's mean over classes. The number is None where the paper has none."""
+    ablation, section 4.1's mean over classes. The number is None where the paper has none (a dataset given as
+    a path: your own data)."""
     if method not in FCDD_NAMES:
         raise ValueError(f"unknown FCDD-paper method {method!r}; choose one of {sorted(FCDD_NAMES)}")
+    from ..data import is_path_category
+
+    if is_path_category(dataset):
+        return "your own data", None
     if background != "none":
         name = f"FCDD ({background.replace('_', ' ')})"
         return f"Section 4.1, {name}, mean over classes", value("fcdd", "Section 4.1", dataset, name, "mean")

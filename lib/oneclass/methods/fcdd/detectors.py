@@ -362,6 +362,27 @@ LOAD = {"fmnist": (28, 1), "cifar10": (32, 3), "imagenet30": (256, 3), "mvtec": 
         "voc": (224, 3)}
 
 
+# The paper set-ups a class-folder tree of one's own can borrow (`like`): image size, channels, network, optimiser,
+# schedule and augmentation of that dataset's appendix-C configuration.
+FOLDER_LIKE = ("fmnist", "cifar10", "imagenet30")
+
+
+def setting(dataset, like: str | None = None) -> str:
+    """The key of :data:`DATASETS` a one-vs-rest run trains with: ``dataset`` itself, or, for a class-folder tree
+    of one's own (a path, see ``oneclass.data.source``), ``like``: one of :data:`FOLDER_LIKE`."""
+    from ... import data
+
+    if not data.is_path_category(dataset):
+        if like not in (None, dataset):
+            raise ValueError(f"like={like!r} is for a class-folder tree of your own (dataset given as a path); "
+                             f"dataset {dataset!r} has its own set-up: leave like unset")
+        return dataset
+    if like not in FOLDER_LIKE:
+        raise ValueError(f"dataset {dataset!r} is a folder of your own: set like to the paper set-up it trains "
+                         f"with, one of {' | '.join(FOLDER_LIKE)} (28 px grey, 32 px RGB, 224 px RGB), got {like!r}")
+    return like
+
+
 def input_shape(dataset: str) -> tuple[int, int]:
     """(size, channels) ``dataset`` is loaded at for FCDD (appendix C; ImageNet and MVTec-AD larger than the
     224px network, cropped by the pipeline)."""
@@ -488,7 +509,20 @@ def check_parameters(p: dict) -> list[str]:
 
     problems = []
     method, net = p.get("method", "fcdd"), p.get("net", "paper")
-    setting = {"voc2007": "voc"}.get(p.get("dataset"), p.get("dataset"))
+    dataset = p.get("dataset")
+    if "like" in p:      # one-vs-rest: a dataset of the paper, or a class-folder tree of one's own
+        if data.is_path_category(dataset):
+            if not os.path.isdir(os.path.expanduser(str(dataset))):
+                problems.append(f"dataset {dataset!r} is not a folder: give the path of a class-folder tree "
+                                "(<tree>/{train,test}/<class>/* or <tree>/<class>/*)")
+        elif dataset not in FOLDER_LIKE:
+            problems.append(f"dataset {dataset!r}: choose {' | '.join(FOLDER_LIKE)} or the path of a class-folder "
+                            "tree of your own (absolute, or starting with ~ ./ ../)")
+        try:
+            dataset = setting(dataset, p.get("like"))
+        except ValueError as err:
+            problems.append(str(err))
+    setting_key = {"voc2007": "voc"}.get(dataset, dataset)
     if net not in ("paper", "official"):
         if net not in nets.NAMES:
             problems.append(f"net {net!r} is not a network; choose 'paper', 'official' or one of "
@@ -496,15 +530,15 @@ def check_parameters(p: dict) -> list[str]:
         elif not net.startswith(method + "_"):
             problems.append(f"net {net!r} is not a {method} network; choose 'paper', 'official' or one of "
                             f"{', '.join(n for n in nets.NAMES if n.startswith(method + '_'))}")
-        elif setting in LOAD:
+        elif setting_key in LOAD:
             channels, size = nets.input_spec(net)
-            load_size, load_channels = LOAD[setting]
+            load_size, load_channels = LOAD[setting_key]
             want = min(load_size, 224)
             if (channels, size) != (load_channels, want):
                 problems.append(f"net {net!r} takes {channels}x{size}x{size} images, but {p.get('dataset')!r} is "
                                 f"loaded as {load_channels}x{want}x{want}: pick a network for that size, or 'paper'")
     batch, accumulate = p.get("batch_size"), p.get("accumulate") or 1
-    batch = batch or DATASETS.get(setting, {}).get("batch_size")
+    batch = batch or DATASETS.get(setting_key, {}).get("batch_size")
     if batch and batch % accumulate:
         problems.append(f"batch_size {batch} is not divisible by accumulate {accumulate}: each batch is split into "
                         "`accumulate` equal micro-batches")
