@@ -23,7 +23,7 @@ EXPECTED = {
     "novelty_throughput.py": ["lenet28: end to end", "lenet32: end to end"],
     "baselines_throughput.py": ["deep_svdd", "raw_ocsvm", "cae_ocsvm", "dsebm", "dagmm", "adgan (1 epoch"],
     "fcdd_mvtec_throughput.py": ["step, loss on the 28x28 map", "end to end (fit"],
-    "custom_data.py": ["pixel metrics, 4 images of 64 px: peak", "predict (scores):"],
+    "custom_data.py": ["pixel metrics, 4 images of 64 px: peak", "predict (scores, median of"],
 }
 NUMBER = re.compile(r"(\d+(?:\.\d+)?)")
 

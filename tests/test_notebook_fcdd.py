@@ -103,6 +103,12 @@ def test_a_class_folder_tree_of_ones_own(tmp_path):
     table, _ = predict.predict(run["path"], test.paths, tmp_path / "predicted", progress=False)
     stored = pd.read_parquet(run["path"] / "scores.parquet").sort_values("index")
     assert np.allclose(table["score"], stored["score"], rtol=1e-6, atol=0)
+    # in batches of 3 (images decoded once), with one contrast over all images: the same scores, every overlay
+    again, _ = predict.predict(run["path"], test.paths, tmp_path / "figure", batch_size=3, progress=False,
+                               scope="figure")
+    assert np.allclose(again["score"], table["score"], rtol=1e-6, atol=0)
+    assert sorted(p.name for p in (tmp_path / "figure").glob("*_heatmap.png")) == sorted(again["overlay"])
+    assert len(again) == len(test)
 
 
 def test_a_tree_without_split_folders_and_bad_trees(tmp_path):

@@ -17,10 +17,21 @@ def test_the_params_folder_is_found():
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(REPO / "params")))
-def test_every_params_file_expands_at_every_preset(path):
+def test_every_params_file_expands_at_every_preset(path, tmp_path):
+    from oneclass import data
+
     exp = params.load(path)
+    overrides = None
+    if data.is_path_category(exp.dataset):     # a tree of one's own (params/custom): a two-class tree here
+        from PIL import Image
+
+        for cls in ("a", "b"):
+            (tmp_path / "tree" / cls).mkdir(parents=True)
+            for i in range(5):
+                Image.new("RGB", (8, 8)).save(tmp_path / "tree" / cls / f"{i}.png")
+        overrides = {"dataset": str(tmp_path / "tree")}
     for preset in exp.raw["presets"]:
-        specs = params.expand(exp, preset)
+        specs = params.expand(exp, preset, overrides=overrides)
         assert specs and all(s.preset == preset for s in specs)
         labels = [s.label for s in specs]
         assert len(labels) == len(set(labels)), f"{path.name} [{preset}]: two runs share a run folder"

@@ -94,6 +94,13 @@ def _rank_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
+def _sorted_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """ROC AUC from the sorted scores of the positives and of the negatives (ties count one half): the
+    Mann-Whitney count by two ordered searches, exact and without a joint sort."""
+    left, right = np.searchsorted(neg, pos, "left"), np.searchsorted(neg, pos, "right")
+    return (float(left.sum()) + 0.5 * float((right - left).sum())) / (pos.size * neg.size)
+
+
 def pixel_auc_per_image(maps, masks) -> float:
     """ROC AUC of each image's pixels, averaged over the images whose mask has both classes (the anomalous
     ones): the 'per-sample AUC averaged' that FCDD's text describes."""
@@ -219,8 +226,9 @@ def pixel_metrics(maps, masks, aupro_limit: float = AUPRO_LIMIT, connectivity: i
     ``masks``: one 0/1 mask per image (a sequence; :func:`oneclass.data.mvtec_masks` reads each from disk on
     access), zeros for nominal images. Memory: one image at native resolution at a time plus the anomalous
     pixels' scores, never the whole test set at the largest size. Three passes over the images (each map is
-    resized again in each): anomalous pixels and per-image AUCs; the negatives' score at the AUPRO limit (exact,
-    by histograms of the floats' bits); the pooled AUC and the PRO integral.
+    resized again in each, and its nominal pixels sorted, so every search walks its inputs in order): anomalous
+    pixels and per-image AUCs; the negatives' score at the AUPRO limit (exact, by histograms of the floats' bits);
+    the pooled AUC and the PRO integral. ``benchmarks/custom_data.py`` measures time and peak memory.
 
     * ``pixel_auc_pooled``: one ROC over every pixel of every image (ties count one half);
     * ``pixel_auc_per_image``: the mean of each anomalous image's own pixel AUC;
@@ -243,14 +251,14 @@ def pixel_metrics(maps, masks, aupro_limit: float = AUPRO_LIMIT, connectivity: i
         m, g = _map_at_mask(maps[i], masks[i])
         labels, k = ndimage.label(g, structure=structure)
         shapes.append(g.shape)
+        neg = np.sort(m[~g])            # sorted: the searches below walk it in order (about 10x faster)
         if k:
             sizes = np.bincount(labels.ravel())[1:]
             pos.append(m[g])
             weights.append(1.0 / sizes[labels[g] - 1])                           # each region weighs 1 in total
             n_regions += k
-            if g.sum() < g.size:
-                per_image.append(_rank_auc(m.ravel(), g.ravel()))
-        neg = m[~g]
+            if neg.size:
+                per_image.append(_sorted_auc(np.sort(pos[-1]), neg))
         n_neg += neg.size
         hist_hi += np.bincount(_float_keys(neg) >> 16, minlength=1 << 16)
     if not n_regions or not n_neg:
@@ -278,15 +286,15 @@ def pixel_metrics(maps, masks, aupro_limit: float = AUPRO_LIMIT, connectivity: i
     n_above = n_at = 0
     for i in range(n):                                                           # pass 3
         m, g = _map_at_mask(maps[i], masks[i])
-        neg = m[~g]
+        neg = np.sort(m[~g])
         left, right = np.searchsorted(pos, neg, "left"), np.searchsorted(pos, neg, "right")
         greater_sum += float((pos.size - right).sum())
         equal_sum += float((right - left).sum())
-        pro_gt, pro_ge = total - cum[right], total - cum[left]   # PRO with the threshold just above / at the score
-        over = neg > t
-        area += float((pro_gt[over] + pro_ge[over]).sum()) / 2.0
-        n_above += int(over.sum())
-        n_at += int((neg == t).sum())
+        at, over = np.searchsorted(neg, t, "left"), np.searchsorted(neg, t, "right")   # neg[over:] > t
+        # PRO with the threshold just above / at each negative's score, summed over the negatives above t
+        area += float((2 * total - cum[right[over:]] - cum[left[over:]]).sum()) / 2.0
+        n_above += neg.size - over
+        n_at += over - at
     # the tied group at t spans FPR from n_above / n_neg to (n_above + n_at) / n_neg; the curve is linear in
     # between, and the limit cuts it
     j = int(np.searchsorted(pos, t, "left")), int(np.searchsorted(pos, t, "right"))

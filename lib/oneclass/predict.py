@@ -65,31 +65,38 @@ def predict(run_dir, images, out=None, batch_size: int | None = None, progress: 
     paths = image_paths(images)
     eta = _run_eta(run_dir)
     step = batch_size or getattr(det, "eval_batch_size", 64)      # the run's own evaluation batches
-    scores, maps = [], []
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+    # numbered: test/good/000.png and test/crack/000.png must not overwrite each other
+    names = [f"{i:05d}_{p.stem}_heatmap.png" for i, p in enumerate(paths)]
+    scores, maps, kept = [], [], []
     starts = range(0, len(paths), step)
     if progress:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="predict", unit="batch")
-    for i in starts:
+    for i in starts:      # each image is decoded once
         x, _ = decode_images(paths[i:i + step], spec["size"], spec["channels"], spec.get("crop", False))
         out_i = det.score(ImageSet(x, torch.zeros(len(x), dtype=torch.int64), ["image"], "predict"))
         scores.append(np.asarray(out_i.scores, dtype=np.float64))
-        if out_i.maps is not None:
-            maps.append(np.asarray(out_i.maps, dtype=np.float32))
+        if out_i.maps is None:
+            continue
+        maps.append(np.asarray(out_i.maps, dtype=np.float32))
+        if out is None:
+            continue
+        if scope == "local":        # per-image contrast: this batch's overlays can be written now
+            _overlays(x, gallery.normalize(det.display_maps(maps[-1]), eta, scope), scores[-1], out, names[i:])
+        else:                       # one contrast over all images: needs every map first, so keep the images
+            kept.append(x)
     table = pd.DataFrame({"path": [str(p) for p in paths], "score": np.concatenate(scores)})
     all_maps = np.concatenate(maps) if maps else None
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         if all_maps is not None:
-            # numbered: test/good/000.png and test/crack/000.png must not overwrite each other
-            table["overlay"] = [f"{i:05d}_{p.stem}_heatmap.png" for i, p in enumerate(paths)]
-            shown = gallery.normalize(det.display_maps(all_maps), eta, scope)
-            for i in range(0, len(paths), step):
-                x, _ = decode_images(paths[i:i + step], spec["size"], spec["channels"], spec.get("crop", False))
-                for j, img in enumerate(x.numpy()):
-                    _overlay(img, shown[i + j], table["score"].iloc[i + j], out / table["overlay"].iloc[i + j])
+            table["overlay"] = names
+            if kept:
+                shown = gallery.normalize(det.display_maps(all_maps), eta, scope)
+                _overlays(torch.cat(kept), shown, table["score"].to_numpy(), out, names)
         table.to_csv(out / "scores.csv", index=False)
     return table, all_maps
 
@@ -102,6 +109,11 @@ def _run_eta(run_dir: Path) -> float:
 
     params = yaml.safe_load((run_dir / "params.yaml").read_text()) or {}
     return float((params.get("parameters") or {}).get("eta") or 0.97)
+
+
+def _overlays(images: torch.Tensor, shown: np.ndarray, scores: np.ndarray, out: Path, names: list[str]) -> None:
+    for j, img in enumerate(images.numpy()):
+        _overlay(img, shown[j], scores[j], out / names[j])
 
 
 def _overlay(image: np.ndarray, heat: np.ndarray, score: float, path: Path) -> None:
