@@ -208,3 +208,20 @@ def test_table_names_the_vary_axis_and_maps_our_metric_to_the_papers():
     assert "- a; b" in md and "- c" in md                             # deviations are kept whole
     one = tables.to_markdown(tables.summarize(frame.iloc[:1], "pixel_auc_pooled"))
     assert "variant" not in one
+
+
+def test_trapezoidal_aupr_by_hand_differs_from_average_precision():
+    """Anomalies at 0.8 and 0.35, nominal at 0.4 and 0.1. PR points (recall, precision): (1, 2/3), (0.5, 0.5),
+    (0.5, 1), (0, 1): trapezoids 0.5 * (2/3 + 1/2) / 2 + 0.5 = 19/24; average precision 0.5 + 0.5 * 2/3 = 5/6."""
+    from oneclass import metrics
+
+    s, y = [0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]
+    assert metrics.aupr_trapezoid(s, y) == pytest.approx(19 / 24)
+    assert metrics.aupr_out(s, y) == pytest.approx(5 / 6)
+    # nominal positive, ranked by -score: nominal at -0.1 and -0.4, anomalies at -0.35 and -0.8
+    # points (1, 2/3), (0.5, 1/2), (0.5, 1), (0, 1) again by symmetry of this case
+    assert metrics.aupr_trapezoid(s, y, "nominal") == pytest.approx(19 / 24)
+    d = metrics.detection(s, y)
+    assert d["aupr_out_trapezoid"] == pytest.approx(19 / 24) and d["aupr_out"] == pytest.approx(5 / 6)
+    with pytest.raises(ValueError, match="positive must be"):
+        metrics.aupr_trapezoid(s, y, "normal")

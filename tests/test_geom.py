@@ -274,3 +274,65 @@ def test_dirichlet_fits_of_many_transformations_at_once_equal_one_by_one():
         one = geom.fit_dirichlet_stats(mean_p[t], mean_lp[t])
         np.testing.assert_allclose(both.alpha[t], one.alpha, rtol=1e-12)
     assert both.converged and both.alpha.shape == (3, 4)
+
+
+# ---- section 6 and Figure 1 as the authors' code runs them
+
+
+def test_intuition_network_layer_shapes_and_keras_defaults():
+    import math
+
+    from oneclass.methods.geom import IntuitionNet
+
+    net = IntuitionNet(1, 32, 2)
+    assert net.conv.weight.shape == (32, 1, 3, 3) and net.conv.padding == (1, 1)
+    assert net.fc1.weight.shape == (10, 32 * 16 * 16) and net.head.weight.shape == (2, 10)
+    assert (net.bn1.eps, net.bn1.momentum, net.bn2.eps, net.bn2.momentum) == (1e-3, 0.01, 1e-3, 0.01)
+    bound = math.sqrt(6 / (32 * 16 * 16 + 10))                 # Glorot uniform: |w| <= sqrt(6 / (fan_in + fan_out))
+    assert net.fc1.weight.abs().max() <= bound and net.fc1.weight.abs().max() > 0.9 * bound
+    assert float(net.fc1.bias.detach().abs().sum()) == 0.0
+    assert net(torch.zeros(5, 1, 32, 32)).shape == (5, 2)
+
+
+def test_section6_translation_moves_content_up_as_the_authors_and_right_as_ours():
+    img = torch.zeros(1, 1, 28, 28)
+    img[0, 0, 14, 10] = 1.0
+    for kind, where in (("translate", (7, 10)), ("translate_right", (14, 17))):
+        ts = geom.transformations(kind, 28)
+        out = geom.apply(img, [1], geom.index_maps(ts, 28))
+        assert tuple(torch.nonzero(out[0, 0] == 1)[0].tolist()) == where, kind
+
+
+def test_ascent_step_masks_weak_gradient_entries_then_blurs_like_scipy():
+    from scipy.ndimage import gaussian_filter
+
+    from oneclass.methods.geom import intuition
+
+    g = np.random.default_rng(0)
+    x, grad = g.random((2, 1, 8, 8)), g.normal(size=(2, 1, 8, 8))
+    out = intuition.ascent_step(torch.from_numpy(x), torch.from_numpy(grad), eta=5.0, keep_quantile=0.8,
+                                blur_sigma=0.28).numpy()
+    for i in range(2):       # the authors' step, one image at a time, in numpy
+        strength = np.abs(grad[i] * x[i])
+        kept = np.where(strength < np.percentile(strength, 80), 0.0, grad[i])
+        assert (kept != 0).sum() == 13              # 64 entries, the top 20% (ties aside) survive
+        want = gaussian_filter(x[i, 0] + 5.0 * kept[0], 0.28)
+        assert np.allclose(out[i, 0], want, atol=1e-12)
+    done = intuition.finish(torch.from_numpy(out)).numpy()
+    for i in range(2):
+        c = np.clip(out[i], 0, 1)
+        c[c < np.percentile(np.abs(c), 80)] = 0
+        assert np.array_equal(done[i], c)
+
+
+def test_the_authors_ascent_needs_unit_pixels_and_keeps_a_fifth_of_the_pixels():
+    from oneclass.methods.geom import intuition
+
+    x = (torch.rand(24, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    det = geom.GEOM("geom8", **intuition.AUTHORS, seed=0).fit(x, epochs=2)
+    start = x[:3]
+    end = det.maximize_normality(start, steps=20, rule="authors")
+    assert end.shape == (3, 1, 28, 28) and end.min() >= 0 and end.max() <= 1
+    assert ((end > 0).reshape(3, -1).sum(1) <= 0.2 * 32 * 32 + 1).all()   # zeroed below the 80th percentile (32 px)
+    with pytest.raises(ValueError, match="pixel_range='unit'"):
+        geom.GEOM("flip", size=28, seed=0).fit(x, epochs=0.1).maximize_normality(start, steps=1, rule="authors")

@@ -1,7 +1,8 @@
 """Metrics on scores and maps (never on models). Scores mean 'more anomalous is higher' everywhere.
 
 Detection: :func:`auc` (anomalies positive), :func:`aupr_in` (nominal positive, on the negated score) and
-:func:`aupr_out` (anomalies positive), the convention of GEOM's tables. Localisation: pixel AUC pooled over all
+:func:`aupr_out` (anomalies positive), the convention of GEOM's tables, as average precision and by the
+trapezoidal rule (:func:`aupr_trapezoid`, the GEOM authors' code). Localisation: pixel AUC pooled over all
 pixels of all test images (FCDD's code) and averaged per anomalous image (FCDD's text), and AUPRO (the MVTec-AD
 benchmark's per-region overlap): :func:`pixel_metrics` computes all three with each map at its own mask's size.
 Explanations: the
@@ -53,8 +54,28 @@ def aupr_out(scores, anomaly) -> float:
     return float(average_precision_score(_labels(anomaly, s.size), s))
 
 
+def aupr_trapezoid(scores, anomaly, positive: str = "anomaly") -> float:
+    """Area under the precision-recall curve by the trapezoidal rule (``sklearn.metrics.auc(recall, precision)``),
+    the definition in the GEOM authors' code behind its Tables 2-3; ``positive`` 'anomaly' (AUPR-Out, ranked by the
+    score) or 'nominal' (AUPR-In, ranked by -score). Linear interpolation between PR points is optimistic where
+    precision jumps, so it can differ from average precision (:func:`aupr_in`, :func:`aupr_out`)."""
+    from sklearn.metrics import auc as area, precision_recall_curve
+
+    if positive not in ("anomaly", "nominal"):
+        raise ValueError(f"positive must be 'anomaly' or 'nominal', got {positive!r}")
+    s = _array(scores, "scores").reshape(-1)
+    y = _labels(anomaly, s.size)
+    precision, recall, _ = (precision_recall_curve(y, s) if positive == "anomaly" else
+                            precision_recall_curve(1 - y, -s))
+    return float(area(recall, precision))
+
+
 def detection(scores, anomaly) -> dict:
-    return {"auc": auc(scores, anomaly), "aupr_in": aupr_in(scores, anomaly), "aupr_out": aupr_out(scores, anomaly)}
+    """AUC, AUPR-In and AUPR-Out as average precision, and both AUPRs by the trapezoidal rule (``*_trapezoid``,
+    the GEOM authors' definition)."""
+    return {"auc": auc(scores, anomaly), "aupr_in": aupr_in(scores, anomaly), "aupr_out": aupr_out(scores, anomaly),
+            "aupr_in_trapezoid": aupr_trapezoid(scores, anomaly, "nominal"),
+            "aupr_out_trapezoid": aupr_trapezoid(scores, anomaly, "anomaly")}
 
 
 def _maps_and_masks(maps, masks):

@@ -90,6 +90,8 @@ def geom_number(dataset: str, cls, transforms="geom72", metric: str = "auc",
     """(where, number) of the GEOM paper: Tables 1-3 (AUROC, AUPR-in, AUPR-out) for the 72 transformations;
     section 6 for MNIST's 'flip' / 'translate' pairs, which exist for the digit pairs 8 / 3 only (``anomaly``:
     the other digit)."""
+    if transforms == "translate_right":
+        return "Section 6's shift is the authors' vertical one ('translate'); this axis is ours", None
     if transforms in GEOM_SECTION6:
         if anomaly is not None and GEOM_SECTION6_PAIRS.get(int(cls)) != int(anomaly):
             return "Section 6 (not this digit pair)", None

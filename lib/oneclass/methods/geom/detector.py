@@ -25,14 +25,21 @@ from .. import training
 from ..base import Detector, Scores, seeded
 from .dirichlet import dirichlet_normality, fit_dirichlet_stats, simplified_normality
 from .transforms import apply, index_maps, transformations
+from .intuition import IntuitionNet, authors_ascent
 from .wrn import WRN
+
+NETS = ("wrn", "intuition")
 
 # --------------------------------------------------------------------------------------------- the method
 
-def prepare(images, size: int | None = None) -> torch.Tensor:
+PIXEL_RANGES = {"minus1_1": -1.0, "unit": 0.0}     # the lower end of the pixel scale; the upper end is 1
+
+
+def prepare(images, size: int | None = None, low: float = -1.0) -> torch.Tensor:
     """uint8 images (N, C, H, W) or an ImageSet -> float in [-1, 1] (the paper's only pre-processing), padded
     centrally with black (-1) to ``size`` x ``size`` (Fashion-MNIST 28 -> 32). Float input must already be in
-    [-1, 1]. GEOM and its competitors (oneclass.methods.baselines) share it."""
+    [-1, 1]. GEOM and its competitors (oneclass.methods.baselines) share it. ``low=0``: [0, 1] and black 0 (the
+    authors' section-6 scaling)."""
     x = getattr(images, "images", images)
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(np.asarray(x))
@@ -41,10 +48,11 @@ def prepare(images, size: int | None = None) -> torch.Tensor:
     if x.dim() != 4:
         raise ValueError(f"expected images (N, C, H, W), got shape {tuple(x.shape)}")
     if x.dtype == torch.uint8:
-        x = x.float() / 127.5 - 1.0
+        x = x.float() * ((1.0 - low) / 255.0) + low
     elif x.is_floating_point():
-        if x.numel() and (x.min() < -1.001 or x.max() > 1.001):
-            raise ValueError("float images must already be scaled to [-1, 1]; pass uint8 images to have them scaled")
+        if x.numel() and (x.min() < low - 0.001 or x.max() > 1.001):
+            raise ValueError(f"float images must already be scaled to [{low:g}, 1]; pass uint8 images to have them "
+                             "scaled")
         x = x.float()
     else:
         raise ValueError(f"images must be uint8 (0-255) or float in [-1, 1], got dtype {x.dtype}")
@@ -55,7 +63,7 @@ def prepare(images, size: int | None = None) -> torch.Tensor:
                          "(data.load(..., size=...))")
     if (h, w) != (size, size):
         top, left = (size - h) // 2, (size - w) // 2
-        x = F.pad(x, (left, size - w - left, top, size - h - top), value=-1.0)
+        x = F.pad(x, (left, size - w - left, top, size - h - top), value=low)
     return x
 
 
@@ -76,20 +84,28 @@ class GEOM(Detector):
     images (a budget cut; the paper uses all of them). ``channels_last`` speeds up CPU convolutions (same numbers
     up to float rounding); ``precision``: 'auto' (bf16 only where the hardware has it natively), 'fp32', 'bf16'
     (an autocast of the network; the paper's numbers are float32). ``monitor_fit``: training images the
-    Dirichlets of a learning curve's intermediate points are fitted on.
+    Dirichlets of a learning curve's intermediate points are fitted on. ``net``: 'wrn' (the paper's) or
+    'intuition' (the authors' small flatten network of section 6, :mod:`.intuition`); ``pixel_range``:
+    'minus1_1' (the paper's [-1, 1]) or 'unit' ([0, 1], black padding 0: the authors' section-6 scaling).
     """
 
     def __init__(self, transforms="geom72", size: int | None = None, depth: int | None = None,
                  widen: int | None = None, lr: float = 1e-3, weight_decay: float = 5e-4, batch_size: int = 128,
                  eval_batch_size: int = 512, score_kind: str = "dirichlet", fit_limit: int | None = None,
                  dirichlet_max_iter: int = 1000, dirichlet_tol: float = 1e-9, seed: int | None = None,
-                 device=None, channels_last: bool = True, precision: str = "fp32", monitor_fit: int = 500):
+                 device=None, channels_last: bool = True, precision: str = "fp32", monitor_fit: int = 500,
+                 net: str = "wrn", pixel_range: str = "minus1_1"):
         if score_kind not in ("dirichlet", "simplified"):
             raise ValueError(f"score_kind must be 'dirichlet' or 'simplified', got {score_kind!r}")
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (batch norm), got {batch_size}")
+        if net not in NETS:
+            raise ValueError(f"net must be one of {' | '.join(NETS)}, got {net!r}")
+        if pixel_range not in PIXEL_RANGES:
+            raise ValueError(f"pixel_range must be one of {' | '.join(PIXEL_RANGES)}, got {pixel_range!r}")
+        self.net, self.pixel_range = net, pixel_range
         self.transforms, self.size, self.depth, self.widen = transforms, size, depth, widen
         self.lr, self.weight_decay, self.batch_size = lr, weight_decay, batch_size
         self.eval_batch_size, self.score_kind, self.fit_limit = eval_batch_size, score_kind, fit_limit
@@ -99,7 +115,7 @@ class GEOM(Detector):
 
     # -- input handling
     def _prepare(self, images) -> torch.Tensor:
-        return prepare(images, getattr(self, "size_", self.size))
+        return prepare(images, getattr(self, "size_", self.size), PIXEL_RANGES[self.pixel_range])
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -135,7 +151,7 @@ class GEOM(Detector):
             depth, widen = (10, 4) if size <= 32 else (16, 8)
         gen = training.generator(self.seed_)
         with seeded(self.seed_):
-            self.net_ = WRN(depth, widen, T, c).to(dev)
+            self.net_ = (WRN(depth, widen, T, c) if self.net == "wrn" else IntuitionNet(c, size, T)).to(dev)
         if self.channels_last:
             self.net_ = self.net_.to(memory_format=torch.channels_last)
         opt = training.optimizer(self.net_.parameters(), "adam", lr=self.lr, weight_decay=self.weight_decay)
@@ -277,13 +293,25 @@ class GEOM(Detector):
         return torch.cat(out).numpy()
 
     def maximize_normality(self, images, steps: int = 200, lr: float = 0.01, kind: str = "simplified",
-                           clamp: bool = True) -> np.ndarray:
-        """Gradient ascent on the input to raise the normality score (the paper's Figure 1); returns floats in
-        [-1, 1]. ``kind``: 'simplified' (the paper's choice for this figure) or 'dirichlet'."""
+                           clamp: bool = True, rule: str = "adam") -> np.ndarray:
+        """Gradient ascent on the input to raise the normality score (the paper's Figure 1); returns floats in the
+        detector's pixel range. ``kind``: 'simplified' (the paper's choice for this figure) or 'dirichlet'.
+        ``rule``: 'adam' (ours: Adam at ``lr``, clamped to the pixel range) or 'authors' (the authors' code:
+        :func:`.intuition.authors_ascent`, which needs ``pixel_range='unit'``; ``lr`` and ``clamp`` unused)."""
         self._check_fitted()
-        x = self._prepare(images).to(self.device_).clone().requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=lr)
+        if rule not in ("adam", "authors"):
+            raise ValueError(f"rule must be 'adam' or 'authors', got {rule!r}")
+        x = self._prepare(images).to(self.device_)
         self.net_.eval()
+        hw = tuple(getattr(images, "images", images).shape[-2:])
+        if rule == "authors":
+            if self.pixel_range != "unit":
+                raise ValueError("the authors' ascent rule works on images in [0, 1]: use pixel_range='unit'")
+            out = authors_ascent(lambda v: self._normality(self._log_probs(v), kind), x, steps)
+            return crop_center(out, hw).cpu().numpy()
+        x = x.clone().requires_grad_(True)
+        low = PIXEL_RANGES[self.pixel_range]
+        opt = torch.optim.Adam([x], lr=lr)
         for _ in range(steps):
             n = self._normality(self._log_probs(x), kind)
             opt.zero_grad()
@@ -291,8 +319,7 @@ class GEOM(Detector):
             opt.step()
             if clamp:
                 with torch.no_grad():
-                    x.clamp_(-1, 1)
-        hw = tuple(getattr(images, "images", images).shape[-2:])
+                    x.clamp_(low, 1)
         return crop_center(x.detach(), hw).cpu().numpy()
 
 

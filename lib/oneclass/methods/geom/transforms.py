@@ -24,7 +24,8 @@ class Transform(NamedTuple):
 
 
 IDENTITY = Transform(False, 0, 0, 0)
-SETS = ("geom72", "geom8", "flip", "translate")
+SETS = ("geom72", "geom8", "flip", "translate", "translate_right")
+SECTION6_SHIFT = 7      # section 6: "translation by 7 pixels"
 
 
 def transformations(kind: str | Sequence = "geom72", size: int = 32) -> list[Transform]:
@@ -32,7 +33,9 @@ def transformations(kind: str | Sequence = "geom72", size: int = 32) -> list[Tra
 
     ``"geom72"``: the paper's 72, index t = 36*flip + 12*i_tx + 4*i_ty + k with shifts (0, -s, +s), s = size//4
     (8 at 32px, 16 at 64px). ``"geom8"``: flip x the four rotations (t = 4*flip + k). ``"flip"`` and
-    ``"translate"``: section 6's pairs (identity and a flip; identity and a shift by size//4). A sequence of
+    ``"translate"``: section 6's pairs: identity and a flip; identity and a shift by 7 px moving the content up
+    (the authors' Keras ``tx=7`` shifts rows); ``"translate_right"``: ours, the shift along the other axis (content
+    moves right: the reading this library used before the authors' code was checked). A sequence of
     :class:`Transform` (or 4-tuples) is taken as given, e.g. ``[IDENTITY, Transform(True, 0, 0, 0)]``.
     """
     if isinstance(kind, str):
@@ -44,8 +47,10 @@ def transformations(kind: str | Sequence = "geom72", size: int = 32) -> list[Tra
             return [Transform(f, 0, 0, k) for f in (False, True) for k in range(4)]
         if kind == "flip":          # section 6: {identity, horizontal flip}
             return [IDENTITY, Transform(True, 0, 0, 0)]
-        if kind == "translate":     # section 6: {identity, a shift by a quarter of the side} (7px at 28px)
-            return [IDENTITY, Transform(False, s, 0, 0)]
+        if kind == "translate":         # section 6 as the authors shift: rows, content up by 7 px
+            return [IDENTITY, Transform(False, 0, -SECTION6_SHIFT, 0)]
+        if kind == "translate_right":   # ours: columns, content right by 7 px
+            return [IDENTITY, Transform(False, SECTION6_SHIFT, 0, 0)]
         raise ValueError(f"unknown transformation set {kind!r}: use one of {SETS} or a list of Transform")
     out = [Transform(bool(t[0]), int(t[1]), int(t[2]), int(t[3]) % 4) for t in kind]
     if len(out) < 2:
