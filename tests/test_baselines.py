@@ -321,3 +321,40 @@ def test_dagmm_last_batch_scores_with_exactly_the_last_batchs_mixture_and_the_au
     assert e[2].item() == pytest.approx(-np.log(1e-7))       # far away: saturated at -log(K eps)
     with pytest.raises(ValueError, match="gmm_fit must be"):
         B.DAGMM(gmm_fit="batch")
+
+
+def test_adgan_batch_of_one_generator_step_is_training_mode_batch_norm_on_one_image(easy):
+    """inversion_bn='batch_of_one' (the GEOM authors' code): the generator step sees batch norm normalised by the
+    one image's own statistics, so the first (1-d) batch norm outputs its bias whatever z is; on a batch of
+    several it equals PyTorch's training mode; the running statistics are left alone; the scores then differ
+    from inference mode after a few steps, and are identical without steps."""
+    import copy
+
+    from oneclass.methods.baselines import adgan, common
+
+    G = common.ConvDecoder(1, 32)
+    torch.nn.init.normal_(G.fc[1].bias)
+    one = adgan.batch_stat_copy(G)
+    assert [n for n, _ in one.named_parameters()] == [n for n, _ in G.named_parameters()]
+    h = one.fc(torch.randn(1, 256))
+    assert torch.allclose(h, torch.relu(G.fc[1].bias.detach())[None])
+    z = torch.randn(4, 256)
+    reference = copy.deepcopy(G).train()
+    before = G.fc[1].running_mean.clone()
+    assert torch.allclose(one(z), reference(z), atol=1e-5)
+    assert torch.equal(G.fc[1].running_mean, before)
+    train, test = easy
+    test4 = type(test)(test.images[:4], test.anomaly[:4])
+    kw = dict(size=32, seed=3, batches_per_epoch=2, n_seeds=2, batch_size=8, chunk=2)
+    det = B.build("adgan", steps=3, **kw).fit(train, epochs=1)
+    ours = det.score(test4).scores
+    det.inversion_bn = "batch_of_one"
+    authors = det.score(test4).scores
+    assert np.isfinite(authors).all() and not np.allclose(ours, authors)
+    det.steps = 0
+    det.inversion_bn = "inference"
+    a = det.score(test4).scores
+    det.inversion_bn = "batch_of_one"
+    np.testing.assert_allclose(det.score(test4).scores, a, rtol=1e-6)
+    with pytest.raises(ValueError, match="inversion_bn must be one of"):
+        B.build("adgan", inversion_bn="train")

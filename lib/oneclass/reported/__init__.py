@@ -85,6 +85,17 @@ def fcdd_number(method: str, dataset: str, cls, background: str = "none") -> tup
     return f"{table}, {name}", value("fcdd", table, dataset, name, cls)
 
 
+def geom_ood_number(method: str, dataset: str, classes, metric: str = "auc") -> tuple[str, float | None]:
+    """(where, number) of the GEOM paper's section 5.5 (out-of-distribution detection) for ``method`` 'geom' or
+    'odin' (ODIN's numbers are quoted there from its paper), the in-distribution ``classes`` a list of names."""
+    from ..methods.geom.ood import PAPER_NAMES
+
+    if method not in PAPER_NAMES:
+        raise ValueError(f"unknown section 5.5 method {method!r}; choose one of {sorted(PAPER_NAMES)}")
+    cls = "+".join(classes)
+    return "Section 5.5", value("geom", "Section 5.5", dataset, PAPER_NAMES[method], cls, metric)
+
+
 def geom_number(dataset: str, cls, transforms="geom72", metric: str = "auc",
                 anomaly=None) -> tuple[str, float | None]:
     """(where, number) of the GEOM paper: Tables 1-3 (AUROC, AUPR-in, AUPR-out) for the 72 transformations;

@@ -10,6 +10,38 @@ from .. import training
 from ..base import Detector, Scores, seeded
 from .common import ConvDecoder, ConvEncoder, prepare
 
+class _BatchStatNorm(torch.nn.Module):
+    """A batch norm layer run in training mode without touching its running statistics: normalised by the current
+    batch's own mean and (biased) variance. On a batch of one image, a 1-d batch norm outputs its bias (x - mean is
+    0), as Keras' does in the authors' generator step."""
+
+    def __init__(self, bn: torch.nn.modules.batchnorm._BatchNorm):
+        super().__init__()
+        self.weight, self.bias, self.eps = bn.weight, bn.bias, bn.eps
+
+    def forward(self, x):
+        dims = [0] + list(range(2, x.dim()))
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        mean, var = x.mean(dims, keepdim=True), x.var(dims, unbiased=False, keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight.reshape(shape) + self.bias.reshape(shape)
+
+
+def batch_stat_copy(net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``net`` whose batch norm layers normalise by each batch's own statistics (training mode), with
+    the same parameter names, so ``functional_call`` takes the same parameters."""
+    import copy
+
+    out = copy.deepcopy(net)
+    for name, module in list(out.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.modules.batchnorm._BatchNorm):
+                setattr(module, child_name, _BatchStatNorm(child))
+    return out
+
+
+BN_MODES = ("inference", "batch_of_one")
+
+
 def _adam_step(p, g, m, v, t, lr, beta1, beta2=0.999, eps=1e-7):
     """One Adam update of a batch of independent parameter copies (Keras' epsilon)."""
     m.mul_(beta1).add_(g, alpha=1 - beta1)
@@ -27,7 +59,10 @@ class ADGAN(Detector):
     (100, 100 epochs in the paper). Scoring: for each test image and each of ``n_seeds`` seeds z ~ N(0, I), a fresh
     copy of the generator and z are optimised jointly for ``steps`` rounds (z: Adam 0.25, beta1 0.5; generator:
     Adam 5e-5, beta1 0.5; MSE to the image); the score is the mean over seeds of the final MSE. The copies for
-    all seeds (and ``chunk`` images) run batched with ``torch.func.vmap``.
+    all seeds (and ``chunk`` images) run batched with ``torch.func.vmap``. ``inversion_bn``: 'inference' (ours:
+    batch norm in inference mode throughout) or 'batch_of_one' (the authors' code: the generator step runs batch
+    norm in training mode on the one image, which makes the first, 1-d batch norm output its bias; the z step
+    and the final loss stay in inference mode).
     """
 
     gives_maps = False
@@ -35,7 +70,10 @@ class ADGAN(Detector):
     def __init__(self, noise_dim: int = 256, lr: float = 1e-4, gp: float = 20.0, critic_steps: int = 2,
                  batch_size: int = 128, batches_per_epoch: int = 100, n_seeds: int = 8, steps: int = 5,
                  z_lr: float = 0.25, g_lr: float = 5e-5, chunk: int = 2, size: int | None = None,
-                 seed: int | None = None, device=None, precision: str = "fp32"):
+                 seed: int | None = None, device=None, precision: str = "fp32", inversion_bn: str = "inference"):
+        if inversion_bn not in BN_MODES:
+            raise ValueError(f"inversion_bn must be one of {' | '.join(BN_MODES)}, got {inversion_bn!r}")
+        self.inversion_bn = inversion_bn
         self.noise_dim, self.lr, self.gp, self.critic_steps = noise_dim, lr, gp, critic_steps
         self.batch_size, self.batches_per_epoch, self.n_seeds, self.steps = batch_size, batches_per_epoch, \
             n_seeds, steps
@@ -100,9 +138,7 @@ class ADGAN(Detector):
         return self
 
     def score(self, test, maps: bool = True, progress: bool = False, seed: int | None = None) -> Scores:
-        """Mean final reconstruction MSE over the seeds (batch norm in inference mode throughout; the authors'
-        Keras code runs the generator update in training mode on a batch of one, which blanks its first batch
-        norm)."""
+        """Mean final reconstruction MSE over the seeds (batch norm as ``inversion_bn`` says)."""
         from torch.func import functional_call, grad, vmap
 
         self._check_fitted()
@@ -115,12 +151,16 @@ class ADGAN(Detector):
         # save / load) gives the same numbers
         gen = training.generator(seed if seed is not None else self.seed_ + 1)
 
-        def loss(params, z, img):
-            out = functional_call(G, ({k: p for k, p in zip(names, params)}, buffers), (z[None],))
+        def loss(params, z, img, net=G, bufs=buffers):
+            out = functional_call(net, ({k: p for k, p in zip(names, params)}, bufs), (z[None],))
             return ((out[0] - img) ** 2).mean()
 
+        def loss_batch_of_one(params, z, img):     # the generator step of the authors' code
+            return loss(params, z, img, G_one, {k: b for k, b in G_one.named_buffers()})
+
+        G_one = batch_stat_copy(G)
         grad_z = vmap(grad(loss, argnums=1))
-        grad_p = vmap(grad(loss, argnums=0))
+        grad_p = vmap(grad(loss if self.inversion_bn == "inference" else loss_batch_of_one, argnums=0))
         batched_loss = vmap(loss)
         S = self.n_seeds
         scores = []

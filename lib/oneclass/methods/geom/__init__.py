@@ -2,9 +2,9 @@
 
 Files: ``transforms`` (the 72 transformations, section 3 / 5.1), ``dirichlet`` (the normality score, section 4),
 ``wrn`` (the wide residual network, section 5.1), ``intuition`` (section 6 and Figure 1 as the authors' code
-runs them), ``detector`` (:class:`GEOM`, the paper's pre-processing).
+runs them), ``ood`` (section 5.5: the two-headed WRN and ODIN), ``detector`` (:class:`GEOM`, the paper's pre-processing).
 """
-from . import dirichlet, intuition, transforms, wrn
+from . import dirichlet, intuition, ood, transforms, wrn
 from .detector import (DATA, GEOM, NETS, PIXEL_RANGES, check_parameters, crop_center, data_setup, input_shape,
                        prepare, transformed)
 from .intuition import IntuitionNet
@@ -13,7 +13,7 @@ from .dirichlet import (EULER_GAMMA, DirichletFit, dirichlet_normality, fit_diri
 from .transforms import IDENTITY, SETS, Transform, apply, index_maps, transformations
 from .wrn import WRN, wrn_for
 
-__all__ = ["DATA", "GEOM", "NETS", "PIXEL_RANGES", "IntuitionNet", "intuition", "check_parameters", "SETS", "crop_center", "data_setup", "input_shape", "prepare", "transformed", "EULER_GAMMA",
+__all__ = ["DATA", "GEOM", "NETS", "PIXEL_RANGES", "IntuitionNet", "intuition", "ood", "check_parameters", "SETS", "crop_center", "data_setup", "input_shape", "prepare", "transformed", "EULER_GAMMA",
            "DirichletFit", "dirichlet_normality", "fit_dirichlet", "fit_dirichlet_stats", "inverse_digamma",
            "simplified_normality", "IDENTITY", "Transform", "apply", "index_maps", "transformations", "WRN",
            "wrn_for", "dirichlet", "transforms", "wrn"]

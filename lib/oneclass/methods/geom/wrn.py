@@ -63,11 +63,15 @@ class WRN(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features the head reads, (N, 64 * widen)."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"WRN expects (N, {self.in_channels}, H, W) inputs, got shape {tuple(x.shape)}")
         h = self.relu(self.bn(self.blocks(self.stem(x))))
-        return self.head(self.pool(h).flatten(1))
+        return self.pool(h).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
 
 
 def wrn_for(size: int, num_classes: int, in_channels: int) -> WRN:
