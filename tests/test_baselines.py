@@ -1,6 +1,5 @@
 """The GEOM paper's competitors (oneclass.baselines): known inputs -> known outputs, the paper's rules, and the
 difference between the oracle (hindsight) and the honest (held-out) OC-SVM selection."""
-import math
 
 import numpy as np
 import pytest
