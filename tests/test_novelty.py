@@ -226,3 +226,74 @@ def test_reported_tables_are_consistent_with_their_mean_rows():
             assert classes.mean() == pytest.approx(mean, abs=0.0015), (table, method)
     assert reported.value("novelty", "Table 4", "cifar10", "+ NS", "mean") == pytest.approx(0.7148)
     assert reported.value("novelty", "Table 5", "cifar10", "+ NS", "bird+cat+dog") == pytest.approx(0.6277)
+
+
+# ---- issue 16: the paper as written, eq. 5's L2 norm, and the labelled extension
+
+
+def _fitted_batch(det, n=16, seed=0):
+    """``det`` fitted one epoch on random images, in training mode; one batch of them as floats."""
+    x = (torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed)) * 255).to(torch.uint8)
+    det.fit(x, epochs=1)
+    det.model_.train()
+    return x.float().div(255).to(det.device_)
+
+
+def test_the_gradient_flows_through_the_batch_min_max_only_when_asked():
+    s = torch.tensor([[0.2], [0.9], [0.5], [0.1]], requires_grad=True)
+    for gradient in (True, False):
+        norm = BatchMinMax(1, gradient=gradient).train()
+        out = norm(s)[:, 0]
+        (g,) = torch.autograd.grad(out[2], s)       # image 2 is neither the min (3) nor the max (1)
+        # detached: only its own entry; through the min / max: the extremes move it too
+        assert (g[[1, 3], 0].abs() > 0).all() == gradient and g[2, 0] > 0
+        assert g[0, 0] == 0
+
+
+def test_l2_and_mse_rank_alike_alone_but_not_once_ns_is_added():
+    from oneclass.methods.novelty import NoveltyNormalization
+
+    mse = torch.tensor([0.010, 0.020, 0.040])
+    l2 = (mse * 784).sqrt()                                    # ||x - x~||_2 of 28 x 28 images with those MSEs
+    assert torch.equal(mse.argsort(), l2.argsort())           # alone: a monotone map, the same ranking
+    ns = torch.tensor([0.9, 0.5, 0.0])
+    det = NoveltyNormalization(lambda1=0.5)
+    ranked = [det._combine(r, ns).argsort().tolist() for r in (mse, l2)]
+    assert ranked[0] != ranked[1]                              # with NS: the scale of L_r decides the weights
+
+
+def test_reconstruction_l2_is_the_per_image_norm():
+    from oneclass.methods.novelty import NoveltyNormalization
+
+    det = NoveltyNormalization.ablation("ae", reconstruction="l2", batch_size=8, seed=0)
+    x = (torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(3)) * 255).to(torch.uint8)
+    det.fit(x, epochs=1)
+    v = x.float() / 255
+    rec, lr_, _ = det._terms(v)
+    assert torch.allclose(lr_, (v - rec).flatten(1).norm(dim=1), rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown reconstruction"):
+        NoveltyNormalization(reconstruction="l1")
+
+
+def test_the_extension_trains_the_autoencoder_on_raw_reconstruction_only():
+    from oneclass.methods.novelty import CONFIGURATIONS, NoveltyNormalization
+
+    det = NoveltyNormalization.ablation("full", "ae_on_raw_reconstruction", batch_size=8, seed=0)
+    assert det.ae_loss == "raw_reconstruction" and det.norm_gradient
+    v = _fitted_batch(det)
+    _, lr_, ns = det._terms(v)
+    ae, head = list(det.model_["ae"].parameters()), list(det.model_["ns"].parameters())
+    normalised = det._normalised(lr_.detach(), ns).mean()              # the term the NS head learns from
+    grads = torch.autograd.grad(normalised, ae + head, allow_unused=True)
+    assert all(g is None or not g.any() for g in grads[:len(ae)])     # no gradient reaches the autoencoder
+    assert any(g is not None and g.abs().sum() > 0 for g in grads[len(ae):])
+    # and the whole loss gives the autoencoder exactly the gradient of the mean raw L_r
+    _, lr_, ns = det._terms(v)
+    g_loss = torch.autograd.grad(det.loss(lr_, ns), ae, retain_graph=True)
+    g_raw = torch.autograd.grad(lr_.mean(), ae)
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(g_loss, g_raw))
+    paper = NoveltyNormalization.ablation("full", "paper_as_written")
+    assert (paper.norm_gradient, paper.l0, paper.reconstruction) == (True, "literal", "l2")
+    assert set(CONFIGURATIONS) == {"library_default", "paper_as_written", "ae_on_raw_reconstruction"}
+    with pytest.raises(ValueError, match="unknown configuration"):
+        NoveltyNormalization.ablation("full", "as_in_the_paper")

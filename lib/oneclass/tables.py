@@ -82,6 +82,9 @@ def collect(root: str | Path) -> pd.DataFrame:
             # reported.paper_metric: {our metric: the paper's metric name} when the paper's table has one number
             # that we compute in more than one way (FCDD's Table 2: pixel AUC pooled and per image)
             "paper_metrics": rep.get("paper_metric"),
+            # reported.paper_method: {our method label: the paper's method name} when several of our readings of one
+            # method (labelled apart) are each compared with the paper's single column
+            "paper_methods": rep.get("paper_method"),
             **{k: v for k, v in r["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
             "wall_seconds": r["env"].get("wall_seconds"), "path": str(path),
             # provenance: which code, on which machine, when (results/ tables carry it)
@@ -93,13 +96,15 @@ def collect(root: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _n_classes(row) -> int:
-    """How many classes the paper's table has for this dataset (its per-class rows)."""
+def _n_classes(row, methods: dict | None = None) -> int:
+    """How many classes the paper's table has for this dataset (its per-class rows); ``methods`` maps our method
+    labels to the paper's (reported.paper_method)."""
     try:
         f = reported.frame(row["paper"])
     except FileNotFoundError:
         return 0
-    f = f[(f["table"] == row["table"]) & (f["dataset"] == row["dataset"]) & (f["method"] == row["method"])]
+    method = (methods or {}).get(row["method"], row["method"])
+    f = f[(f["table"] == row["table"]) & (f["dataset"] == row["dataset"]) & (f["method"] == method)]
     return int((f["class"] != "mean").sum())
 
 
@@ -137,12 +142,14 @@ def summarize(frame: pd.DataFrame, metric: str = "auc", tolerance: float = DEFAU
 
     aliases = next((m for m in f.get("paper_metrics", []) if isinstance(m, dict)), {})
     paper_metric = aliases.get(metric, metric)
+    methods = next((m for m in f.get("paper_methods", []) if isinstance(m, dict)), {})
 
     def paper_value(row):
         if not row["paper"] or not row["table"]:
             return np.nan
         try:
-            v = reported.value(row["paper"], row["table"], row["dataset"], row["method"], row["class"], paper_metric)
+            v = reported.value(row["paper"], row["table"], row["dataset"], methods.get(row["method"], row["method"]),
+                               row["class"], paper_metric)
         except FileNotFoundError:
             return np.nan
         return np.nan if v is None else v
@@ -161,7 +168,7 @@ def summarize(frame: pd.DataFrame, metric: str = "auc", tolerance: float = DEFAU
             continue
         known = classes["paper_value"].notna()
         out.loc[mean_row, "paper_classes"] = int(known.sum())
-        n_paper = _n_classes(group.iloc[0])
+        n_paper = _n_classes(group.iloc[0], methods)
         if n_paper and known.all() and len(classes) == n_paper:
             if out.loc[mean_row, "paper_value"].isna().all():     # the paper prints no mean: ours of its numbers
                 out.loc[mean_row, "paper_value"] = classes["paper_value"].mean()

@@ -4,9 +4,9 @@ Files: ``nets`` (autoencoder, novelty-scoring head with its L0 term, batch min-m
 ``detector`` (:class:`NoveltyNormalization`, the Table 4 ablation rows, the paper's input shapes).
 """
 from . import nets
-from .detector import LOAD, NoveltyNormalization, input_shape
+from .detector import AE_LOSS, CONFIGURATIONS, LOAD, RECONSTRUCTION, NoveltyNormalization, input_shape
 from .nets import (ABLATION, CONFIGS, L0_MODES, NORM_STATS, NORMALIZE, BatchMinMax, L0Linear, LeNetAutoencoder,
                    NoveltyScorer)
 
-__all__ = ["LOAD", "NoveltyNormalization", "input_shape", "ABLATION", "CONFIGS", "L0_MODES",
+__all__ = ["AE_LOSS", "CONFIGURATIONS", "RECONSTRUCTION", "LOAD", "NoveltyNormalization", "input_shape", "ABLATION", "CONFIGS", "L0_MODES",
            "NORM_STATS", "NORMALIZE", "BatchMinMax", "L0Linear", "LeNetAutoencoder", "NoveltyScorer", "nets"]

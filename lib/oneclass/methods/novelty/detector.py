@@ -20,6 +20,8 @@ No public code exists; the readings taken where the paper is ambiguous (each one
   per-batch rescaling of the gradient.
 * ``norm_stats="last_epoch"`` averages the batch min / max over the final epoch (the statistics of the model that
   is tested); ``"all"`` averages over every training batch as the text literally says.
+* ``reconstruction``: ``"mse"`` (eq. 1's 'mean square error' per image, training and test) or ``"l2"`` (eq. 5's
+  ||x - x~||_2); its scale decides how much NS weighs against it in S and p(x).
 * The L0 term: ``l0="hard_concrete"`` gates every MLP weight with Louizos et al.'s hard-concrete gates and uses
   their expected number of open gates (differentiable); ``"literal"`` counts the weights with |w| > 1e-10, which
   has no gradient and so cannot change training; ``"none"`` drops it. The paper *subtracts* l2 ||W||_0 (it wants
@@ -29,6 +31,15 @@ No public code exists; the readings taken where the paper is ambiguous (each one
 The NS head has no negatives: every training image is nominal and its target is 0. What keeps NS from the
 trivial constant-0 solution is the batch normalisation (the most novel-looking image of each batch is mapped to 1,
 and the normalised loss rewards spreading the batch apart), not the L0 term.
+
+Named configurations (:data:`CONFIGURATIONS`, :meth:`NoveltyNormalization.ablation`):
+
+* ``library_default``: the readings above with their defaults (min / max detached, hard-concrete L0, MSE);
+* ``paper_as_written``: the literal reading: gradient through the batch min / max, the literal L0 count, eq. 5's
+  L2 norm;
+* ``ae_on_raw_reconstruction`` (ours, not the paper's): ``ae_loss="raw_reconstruction"``, the autoencoder trains on
+  the raw mean L_r while the normalised score's gradient reaches only the NS head (L_r detached inside S), with
+  the gradient through the batch min / max, so that neither part can undo the other.
 """
 from __future__ import annotations
 
@@ -39,6 +50,14 @@ from torch import nn
 from .. import training
 from ..base import Detector, Scores, as_images, seeded
 from .nets import ABLATION, CONFIGS, L0_MODES, NORM_STATS, NORMALIZE, BatchMinMax, LeNetAutoencoder, NoveltyScorer
+
+RECONSTRUCTION = ("mse", "l2")
+AE_LOSS = ("normalised", "raw_reconstruction")
+CONFIGURATIONS = {
+    "library_default": {},
+    "paper_as_written": dict(norm_gradient=True, l0="literal", reconstruction="l2"),
+    "ae_on_raw_reconstruction": dict(ae_loss="raw_reconstruction", norm_gradient=True),   # ours
+}
 
 # --- the method -----------------------------------------------------------------------------------------------
 
@@ -60,7 +79,12 @@ class NoveltyNormalization(Detector):
                  lambda1: float = 0.5, lambda2: float = 1e-5, l0: str = "hard_concrete", norm_gradient: bool = False,
                  norm_stats: str = "last_epoch", lr: float = 1e-3, lr_step: int = 30, lr_gamma: float = 0.1,
                  weight_decay: float = 0.0, batch_size: int = 128, eval_batch_size: int = 500, seed: int | None = 0,
-                 device=None, precision: str = "fp32"):
+                 device=None, precision: str = "fp32", reconstruction: str = "mse", ae_loss: str = "normalised"):
+        if reconstruction not in RECONSTRUCTION:
+            raise ValueError(f"unknown reconstruction {reconstruction!r}; choose one of {RECONSTRUCTION}")
+        if ae_loss not in AE_LOSS:
+            raise ValueError(f"unknown ae_loss {ae_loss!r}; choose one of {AE_LOSS}")
+        self.reconstruction, self.ae_loss = reconstruction, ae_loss
         if normalize not in NORMALIZE:
             raise ValueError(f"unknown normalize {normalize!r}; choose one of {NORMALIZE}")
         if l0 not in L0_MODES:
@@ -81,14 +105,18 @@ class NoveltyNormalization(Detector):
         self.device, self.precision = device, precision
 
     @classmethod
-    def ablation(cls, variant: str, **hyper) -> "NoveltyNormalization":
-        """A row of Table 4: 'ae' (autoencoder only), 'ae_norm' (+ normalization), 'full' (+ NS).
-        ``normalize`` in ``hyper`` replaces the row's normalisation (e.g. 'terms' for the full model); a
-        hyperparameter given as None keeps the row's (or the class's) default."""
+    def ablation(cls, variant: str, configuration: str = "library_default", **hyper) -> "NoveltyNormalization":
+        """A row of Table 4: 'ae' (autoencoder only), 'ae_norm' (+ normalization), 'full' (+ NS), under a named
+        ``configuration`` (:data:`CONFIGURATIONS`). ``normalize`` in ``hyper`` replaces the row's normalisation
+        (e.g. 'terms' for the full model); a hyperparameter given as None keeps the configuration's, the row's or
+        the class's default, in that order."""
         if variant not in ABLATION:
             raise ValueError(f"unknown ablation variant {variant!r}; choose one of {sorted(ABLATION)}")
+        if configuration not in CONFIGURATIONS:
+            raise ValueError(f"unknown configuration {configuration!r}; choose one of {' | '.join(CONFIGURATIONS)}")
         ns, norm = ABLATION[variant]
-        return cls(**({"novelty_scoring": ns, "normalize": norm} | {k: v for k, v in hyper.items() if v is not None}))
+        return cls(**({"novelty_scoring": ns, "normalize": norm} | CONFIGURATIONS[configuration]
+                      | {k: v for k, v in hyper.items() if v is not None}))
 
     # -- building
 
@@ -114,9 +142,12 @@ class NoveltyNormalization(Detector):
         m = self.model_
         with self._autocast():
             rec, z = m["ae"](x)
+            if self.ae_loss == "raw_reconstruction":     # ours: the NS head reads the code without training it
+                z = z.detach()
             ns = m["ns"](z).float() if self.novelty_scoring else None
         rec = rec.float()
-        lr_ = (x - rec).pow(2).flatten(1).mean(1)
+        sq = (x - rec).pow(2).flatten(1)
+        lr_ = sq.mean(1) if self.reconstruction == "mse" else sq.sum(1).clamp_min(1e-12).sqrt()
         return rec, lr_, ns
 
     def _combine(self, lr_: torch.Tensor, ns: torch.Tensor | None) -> torch.Tensor:
@@ -131,6 +162,14 @@ class NoveltyNormalization(Detector):
             n = norm(torch.stack([lr_, ns], 1))
             return self._combine(n[:, 0], n[:, 1])
         return norm(self._combine(lr_, ns)[:, None])[:, 0]
+
+    def loss(self, lr_: torch.Tensor, ns: torch.Tensor | None) -> torch.Tensor:
+        """Eq. 4 on a batch: the mean normalised score minus lambda2 ||W||_0; with ``ae_loss="raw_reconstruction"``
+        (ours) the mean raw L_r plus the normalised score of the detached L_r (the NS head reading the detached
+        code), so the autoencoder learns from L_r alone and the normalised term trains only the NS head."""
+        if self.ae_loss == "raw_reconstruction":
+            return lr_.mean() + self._normalised(lr_.detach(), ns).mean() - self.lambda2 * self.l0_term()
+        return self._normalised(lr_, ns).mean() - self.lambda2 * self.l0_term()
 
     def l0_term(self) -> torch.Tensor:
         return self.model_["ns"].l0() if self.novelty_scoring else torch.zeros((), device=self.device_)
@@ -168,8 +207,7 @@ class NoveltyNormalization(Detector):
                     continue
                 xb = x[idx.to(self.device_)]
                 _, lr_, ns = self._terms(xb)
-                l0 = self.l0_term()
-                loss = self._normalised(lr_, ns).mean() - self.lambda2 * l0
+                loss = self.loss(lr_, ns)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
