@@ -67,6 +67,35 @@ def _sgd(net, lr, weight_decay, epochs):
     return opt, torch.optim.lr_scheduler.MultiStepLR(opt, _milestones(epochs), gamma=0.2)
 
 
+def _train_epochs(det, n: int, per_epoch: int, epochs: float, opt, sched, batch_loss, desc: str, progress) -> None:
+    """The SGD loop both section-5.5 networks share: ``round(epochs * per_epoch)`` steps over fresh permutations of
+    the ``n`` images (``det.batch_size`` each; a last batch of one image is skipped), the scheduler stepped once per
+    ``per_epoch`` steps; ``batch_loss(idx, gen)`` gives a batch's loss. Sets ``det.history_``."""
+    gen = training.generator(det.seed_)
+    steps = max(1, round(epochs * per_epoch))
+    det.history_ = []
+    det.net_.train()
+    bar = training.progress(enabled=bool(progress), total=steps, desc=desc, leave=False)
+    step = 0
+    while step < steps:
+        perm = torch.randperm(n, generator=gen)
+        for b in range(per_epoch):
+            idx = perm[b * det.batch_size:(b + 1) * det.batch_size]
+            if step == steps or len(idx) < 2:
+                break
+            loss = batch_loss(idx, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            det.history_.append(training.check_loss(loss.item(), step // per_epoch + 1, desc))
+            bar.update(1)
+            if step % per_epoch == 0:
+                sched.step()
+    bar.close()
+    det.net_.eval()
+
+
 def _labels(train) -> torch.Tensor:
     labels = getattr(train, "labels", None)
     if labels is None:
@@ -104,34 +133,16 @@ class GEOMOOD(Detector):
         with seeded(self.seed_):
             self.net_ = TwoHeadWRN(self.depth, self.widen, T, self.n_classes_, c).to(dev)
         opt, sched = _sgd(self.net_, self.lr, self.weight_decay, epochs)
-        gen = training.generator(self.seed_)
-        per_epoch = n // self.batch_size
-        steps = max(1, round(epochs * per_epoch))
-        self.history_ = []
-        self.net_.train()
-        bar = training.progress(enabled=bool(progress), total=steps, desc="GEOM two heads", leave=False)
-        step = 0
-        while step < steps:
-            perm = torch.randperm(n, generator=gen)
-            for b in range(per_epoch):
-                if step == steps:
-                    break
-                idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
-                t = torch.randint(0, T, (len(idx),), generator=gen)
-                xb = apply(x[idx].to(dev), t.to(dev), self.maps_)
-                with self._autocast():
-                    t_logits, c_logits = self.net_.both(xb)
-                loss = F.cross_entropy(t_logits.float(), t.to(dev)) + F.cross_entropy(c_logits.float(), y[idx].to(dev))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                self.history_.append(training.check_loss(loss.item(), step // per_epoch + 1, "GEOM two heads"))
-                bar.update(1)
-                if step % per_epoch == 0:
-                    sched.step()
-        bar.close()
-        self.net_.eval()
+
+        def batch_loss(idx, gen):
+            t = torch.randint(0, T, (len(idx),), generator=gen)
+            xb = apply(x[idx].to(dev), t.to(dev), self.maps_)
+            with self._autocast():
+                t_logits, c_logits = self.net_.both(xb)
+            return F.cross_entropy(t_logits.float(), t.to(dev)) + F.cross_entropy(c_logits.float(), y[idx].to(dev))
+
+        # n // batch steps per epoch: the last partial batch is dropped, as Keras' steps_per_epoch
+        _train_epochs(self, n, n // self.batch_size, epochs, opt, sched, batch_loss, "GEOM two heads", progress)
         self._fitted = True
         return self
 
@@ -215,44 +226,30 @@ class ODIN(Detector):
         with seeded(self.seed_):
             self.net_ = WRN(self.depth, self.widen, self.n_classes_, c).to(dev)
         opt, sched = _sgd(self.net_, self.lr, self.weight_decay, epochs)
-        gen = training.generator(self.seed_)
-        per_epoch = math.ceil(n / self.batch_size)            # Keras' flow: every image once per epoch
-        steps = max(1, round(epochs * per_epoch))
-        self.history_ = []
-        self.net_.train()
-        bar = training.progress(enabled=bool(progress), total=steps, desc="ODIN classifier", leave=False)
-        step = 0
-        while step < steps:
-            perm = torch.randperm(n, generator=gen)
-            for b in range(per_epoch):
-                idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
-                if step == steps or len(idx) < 2:
-                    break
-                xb = self._augment(x[idx].to(dev), gen)
-                with self._autocast():
-                    loss = F.cross_entropy(self.net_(xb).float(), y[idx].to(dev))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                self.history_.append(training.check_loss(loss.item(), step // per_epoch + 1, "ODIN classifier"))
-                bar.update(1)
-                if step % per_epoch == 0:
-                    sched.step()
-        bar.close()
-        self.net_.eval()
+
+        def batch_loss(idx, gen):
+            xb = self._augment(x[idx].to(dev), gen)
+            with self._autocast():
+                return F.cross_entropy(self.net_(xb).float(), y[idx].to(dev))
+
+        # Keras' flow: every image once per epoch
+        _train_epochs(self, n, math.ceil(n / self.batch_size), epochs, opt, sched, batch_loss, "ODIN classifier",
+                      progress)
         self.temperature_, self.epsilon_ = self.temperature, self.epsilon
         self._fitted = True
         return self
 
+    def _loss_sign(self, x: torch.Tensor, temperature: float) -> torch.Tensor:
+        """sign(grad_x -log S_yhat(x; T)) per image, yhat the predicted class."""
+        x = x.detach().clone().requires_grad_(True)
+        logits = self.net_(x).float() / temperature
+        (g,) = torch.autograd.grad(F.cross_entropy(logits, logits.argmax(1), reduction="sum"), x)
+        return g.sign()
+
     def perturb(self, x: torch.Tensor, temperature: float, epsilon: float) -> torch.Tensor:
         """ODIN's input preprocessing: x - epsilon * sign(-grad_x log S_yhat(x; T)), yhat the predicted class, in
         [-1, 1] units (2 epsilon)."""
-        x = x.detach().clone().requires_grad_(True)
-        logits = self.net_(x).float() / temperature
-        loss = F.cross_entropy(logits, logits.argmax(1))          # -log S_yhat(x; T), summed over the batch
-        (g,) = torch.autograd.grad(loss * len(x), x)
-        return (x - 2.0 * epsilon * g.sign()).detach()
+        return (x.detach() - 2.0 * epsilon * self._loss_sign(x, temperature)).detach()
 
     def _max_softmax(self, images, pairs) -> np.ndarray:
         """(len(pairs), N) max softmax of each image for each (T, epsilon); one gradient per temperature."""
@@ -262,13 +259,11 @@ class ODIN(Detector):
         for s in range(0, len(x), self.eval_batch_size):
             xb = x[s:s + self.eval_batch_size].to(self.device_)
             for temp in temps:
-                xb_ = xb.detach().clone().requires_grad_(True)
-                logits = self.net_(xb_).float() / temp
-                (g,) = torch.autograd.grad(F.cross_entropy(logits, logits.argmax(1), reduction="sum"), xb_)
+                sign = self._loss_sign(xb, temp)          # one gradient per temperature, every epsilon reuses it
                 with torch.no_grad():
                     for k, (t, eps) in enumerate(pairs):
                         if t == temp:
-                            moved = xb - 2.0 * eps * g.sign()
+                            moved = xb - 2.0 * eps * sign
                             p = F.softmax(self.net_(moved).float() / t, 1).max(1).values
                             out[k, s:s + len(xb)] = p.cpu().numpy()
         return out
