@@ -10,7 +10,7 @@ from .catalog import DATASETS, IMAGENET30_CLASSES, canonical
 from .cifar import _LAYOUT as _CIFAR_LAYOUT, load_cifar
 from .core import ImageSet, Split, check_channels, check_size, data_root, fit, match_class, valid_classes
 from .download import ensure
-from .folders import folder_classes, load_folder_dataset
+from .folders import folder_classes, load_folder_dataset, tree_has_splits
 from .idx import _existing, idx_files, load_idx_dataset
 from .mvtec import category_folder, is_path_category, load_mvtec, mvtec_categories
 from .voc import load_voc
@@ -79,7 +79,7 @@ def nominal_classes(dataset: str, root=None) -> list[str]:
     name, root = source(dataset, root)
     names = classes(name, root)
     base = data_root(root)
-    if name == "folder" and (base / "train").is_dir() and (base / "test").is_dir():
+    if name == "folder" and tree_has_splits(base):
         return [c for c in names if (base / "train" / c).is_dir()]
     return names
 

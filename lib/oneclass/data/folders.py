@@ -203,7 +203,7 @@ def tiny_imagenet_words(root: Path) -> dict[str, str]:
     return words
 
 
-def _tree_splits(root: Path) -> bool:
+def tree_has_splits(root: Path) -> bool:
     """Whether a class-folder tree of one's own has its own train/ and test/ folders."""
     return (root / "train").is_dir() and (root / "test").is_dir()
 
@@ -211,7 +211,7 @@ def _tree_splits(root: Path) -> bool:
 def folder_classes(dataset: str, root: Path) -> list[str]:
     """Class names of a folder dataset, read from disk."""
     if dataset == "folder":
-        if not _tree_splits(root):
+        if not tree_has_splits(root):
             return _folder_tree_classes(dataset, root, root)
         return sorted(set(_folder_tree_classes(dataset, root, root / "train"))
                       | set(_folder_tree_classes(dataset, root, root / "test")))
@@ -270,7 +270,7 @@ def list_folder_dataset(dataset: str, split: str, root: Path, download=None) -> 
         return Listing(*_class_files(dataset, root, root / "imagenet22k", classes), classes)
     if dataset == "imagenet1k_val":
         return Listing(*_class_files(dataset, root, root / "imagenet" / "val", classes), classes)
-    if dataset == "folder" and _tree_splits(root):
+    if dataset == "folder" and tree_has_splits(root):
         paths, labels = [], []
         for label, cls in enumerate(classes):
             if (root / split / cls).is_dir():     # a class may exist in one split only (test-only anomalies)
