@@ -67,9 +67,86 @@ def test_drawn_corruptions_have_exact_masks(corruption):
     x = np.zeros((5, 28, 28), np.uint8)   # on black every drawn pixel shows, so the mask is the change
     out, gt = mnist_c.corrupt(x, corruption, seed=1)
     assert np.array_equal(gt > 0, out > 0)
-    x = np.full((5, 28, 28), 255, np.uint8)   # on white nothing shows, yet the mask still marks the drawing
+
+
+@pytest.mark.parametrize("corruption", ["dotted_line", "zigzag"])
+def test_strokes_are_added_so_over_white_only_the_mask_shows_them(corruption):
+    x = np.full((5, 28, 28), 255, np.uint8)
     out, gt = mnist_c.corrupt(x, corruption, seed=1)
     assert np.array_equal(out, x) and gt.sum() > 0
+
+
+def test_spatter_is_mud_that_darkens_strokes_and_greys_the_background_only_where_it_lands():
+    # the original's severity-4 spatter: x (1 - m) + 63/255 m with the mud mask m in {0} u [0.8, 1]
+    x = np.zeros((200, 28, 28), np.uint8)
+    x[:, :, 10:18] = 255                                   # a wide white stroke over black
+    out, gt = mnist_c.corrupt(x, "spatter", seed=0)
+    mud = gt > 0
+    assert 0.02 < mud[:, :, :10].mean() < 0.5             # blobs, neither absent nor everywhere
+    assert np.array_equal(out[~mud], x[~mud])               # untouched outside the mud
+    stroke, background = mud & (x == 255), mud & (x == 0)
+    assert np.all(out[stroke] <= np.rint(255 * (0.2 + 0.8 * 63 / 255)))   # strokes darkened to mud
+    assert np.all(out[background] <= 63) and np.all(out[background] >= np.floor(0.8 * 63))
+    m = gt[mud]
+    assert m.min() >= 0.8 - 1e-3 and m.max() <= 1
+
+
+def test_dotted_line_spans_the_width_in_two_column_dashes():
+    out, gt = mnist_c.corrupt(np.zeros((300, 28, 28), np.uint8), "dotted_line", seed=2)
+    drawn = (out > 0).any(axis=1)                            # (images, columns) a dash touches
+    dashes = [c for c in range(28) if (c // 2) % 2 == 1 and c < 27]
+    assert drawn[:, dashes].all()                            # every image: a dash in columns 2-3, 6-7, ..., 26
+    assert not drawn[:, [c for c in range(28) if c not in dashes]].any()
+    rows = (out > 0).sum(axis=1)[:, dashes]
+    assert 2 <= rows.min() and rows.max() <= 4              # about three rows thick
+
+
+def test_zigzag_has_amplitude_two_about_its_line():
+    for r0, r1 in ((10, 10), (5, 9), (20, 15)):
+        cs, rs = mnist_c.zigzag_vertices(r0, r1)
+        theta = np.arctan((r1 - r0) / 23)
+        # signed distance of each vertex from the straight line through (2, r0) at angle theta
+        off = (rs - r0) * np.cos(theta) - (cs - 2) * np.sin(theta)
+        assert np.allclose(np.abs(off[1:-1]), 2) and np.all(np.sign(off[1:-1][::2]) == 1)
+        along = (cs - 2) * np.cos(theta) + (rs - r0) * np.sin(theta)
+        assert np.allclose(np.diff(along[1:-1]), 4) and cs[0] == 2 and np.isclose(along[-1], 23 / np.cos(theta))
+    out, _ = mnist_c.corrupt(np.zeros((50, 28, 28), np.uint8), "zigzag", seed=0)
+    cols = np.flatnonzero((out > 0).any(axis=(0, 1)))
+    assert cols.min() == 2 and cols.max() <= 25
+
+
+def test_glass_blur_swaps_half_the_pixels_and_blurs_vertically():
+    rng = np.random.default_rng(0)
+    plan = list(mnist_c.shuffle_plan(400, rng))
+    assert len(plan) == 2 * 26 * 26 and plan[0][:2] == (27, 27) and plan[-1][:2] == (2, 2)
+    swapped = np.concatenate([p[2] for p in plan])
+    assert abs(swapped.mean() - 0.5) < 0.005
+    offsets = np.concatenate([p[3] for p in plan])
+    assert set(np.unique(offsets)) == {-1, 0}
+    dot = np.zeros((1, 28, 28))
+    dot[0, 14, 14] = 1.0
+    out, _ = mnist_c.glass_blur(dot, rng, iterations=0)     # the blur alone: along the rows (vertical) only
+    assert np.count_nonzero(out[0, :, 14]) > 1 and np.count_nonzero(out[0, 14, :]) == 1
+
+
+def test_motion_blur_kernel_is_imagemagicks():
+    w, dc, dr = mnist_c.motion_kernel(0.0)
+    assert len(w) == 21 and np.isclose(w.sum(), 1) and np.isclose(w[1] / w[0], np.exp(-1 / 18))
+    assert dc.tolist() == list(range(21)) and not dr.any()          # trails to the right at angle 0
+    _, dc, dr = mnist_c.motion_kernel(45.0)
+    assert dc.tolist() == dr.tolist() == np.ceil(np.arange(21) / np.sqrt(2) - 0.5).astype(int).tolist()
+
+
+def test_fog_crops_a_256_pixel_plasma_map():
+    p = mnist_c.plasma_fractal(20, np.random.default_rng(0))
+    assert p.shape == (20, 256, 256) and p.min() == 0 and p.max() == 1
+    crop = p[:, :28, :28]
+    assert (crop.max(axis=(1, 2)) - crop.min(axis=(1, 2))).mean() < 0.6   # a corner of a larger map
+    x = digits(20) / 255.0
+    out, _ = mnist_c.fog(x, np.random.default_rng(7))
+    top = x.max(axis=(1, 2), keepdims=True)
+    expect = np.clip((x + 3 * mnist_c.plasma_fractal(20, np.random.default_rng(7))[:, :28, :28]) * top / (top + 3), 0, 1)
+    assert np.allclose(out, expect)
 
 
 def test_fog_is_whole_image_and_spread_over_the_background():
@@ -128,7 +205,8 @@ def test_generate_writes_the_released_layout_and_load_reads_it(tmp_path):
     x = np.load(folder / "test_images.npy")
     assert x.shape == (12, 28, 28, 1) and x.dtype == np.uint8
     assert np.load(folder / "test_labels.npy").tolist() == [i % 10 for i in range(12)]
-    assert json.loads((folder / "oneclass.json").read_text())["approximation"]
+    stamp = json.loads((folder / "oneclass.json").read_text())
+    assert stamp["version"] == mnist_c.VERSION and stamp["approximation"] is None and "rounded" in stamp["rounding"]
     mtime = (folder / "test_images.npy").stat().st_mtime_ns
     mnist_c.generate("dotted_line", "test", root=tmp_path)          # cached: not rewritten
     assert (folder / "test_images.npy").stat().st_mtime_ns == mtime
