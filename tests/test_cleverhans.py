@@ -54,6 +54,47 @@ def test_kde_bandwidth_maximises_validation_likelihood():
         ch.KDE().fit(train)
 
 
+def test_unnormalised_bandwidth_is_the_broadest_and_ranks_by_distance_to_the_mean():
+    rng = np.random.default_rng(1)
+    train = u8(rng.integers(0, 256, size=(80, 1, 4, 4)))
+    val = u8(rng.integers(0, 256, size=(30, 1, 4, 4)))
+    test = u8(rng.integers(0, 256, size=(50, 1, 4, 4)))
+    grid = np.logspace(-6, 2, 9)
+    broad = ch.KDE(gammas=grid, bandwidth="unnormalised").fit(train, val=val)
+    # eq. 1 without its constant falls as the kernel stiffens: the grid's broadest bandwidth wins
+    assert broad.gamma_ == grid[0] and np.all(np.diff(broad.validation_["unnormalised"]) < 0)
+    stiff = ch.KDE(gammas=grid).fit(train, val=val)
+    assert stiff.gamma_ > grid[0]
+    mean = train.double().div(255).flatten(1).mean(0)
+    to_mean = ((test.double().div(255).flatten(1) - mean) ** 2).sum(1).numpy()
+    s = np.asarray(broad.score(test, maps=False).scores)
+    assert np.array_equal(np.argsort(s), np.argsort(to_mean))        # the limit: distance to the mean
+    assert not np.array_equal(np.argsort(np.asarray(stiff.score(test, maps=False).scores)), np.argsort(to_mean))
+    with pytest.raises(ValueError, match="likelihood"):
+        ch.KDE(bandwidth="broad")
+
+
+def test_mixed_tuning_puts_every_corruption_in_the_validation_outliers(tmp_path):
+    from oneclass import mnist_c
+    from test_mnist_c import fake_mnist
+
+    root = fake_mnist(tmp_path, n_train=200, n_test=10)
+    same = ch.mnist_c_protocol("stripe", root=root, n_val=30, n_test=5)
+    mixed = ch.mnist_c_protocol("stripe", root=root, n_val=30, n_test=5, tuning="mixed")
+    assert torch.equal(same.train, mixed.train) and torch.equal(same.test, mixed.test)
+    assert torch.equal(same.val[:30], mixed.val[:30])                 # the same held-out clean digits
+    clean = mixed.val[:30, 0].numpy()
+    assert np.array_equal(same.val[30:, 0].numpy(), mnist_c.corrupt(clean, "stripe")[0])
+    for k, c in enumerate(mnist_c.CORRUPTIONS):                      # block k: two of those digits, corruption k
+        block = mixed.val[30 + 2 * k:32 + 2 * k, 0].numpy()
+        assert not np.array_equal(block, clean[2 * k:2 * k + 2]), c
+        if c in ("brightness", "scale", "stripe", "canny_edges"):      # the corruptions without randomness
+            assert np.array_equal(block, mnist_c.corrupt(clean[2 * k:2 * k + 2], c)[0]), c
+    with pytest.raises(ValueError, match="per_corruption"):
+        ch.mnist_c_protocol("stripe", root=root, tuning="same")
+    assert ch.check_parameters({"dataset": "mvtec", "deep_tuning": "mixed"})
+
+
 # ------------------------------------------------------------------------------------------------ autoencoder
 
 def test_autoencoder_relevance_is_the_squared_error_and_sums_to_the_score():

@@ -24,7 +24,13 @@ def _check(run, n_test):
     assert m["clever_hans"] == pytest.approx(m["auc"] - m["explanation_accuracy"])
     for name in ("kde", "ae", "deep"):
         assert f"{name}_fit_seconds" in m
+    if run["params"]["parameters"].get("bandwidth") == "likelihood":
+        assert m["kde_gamma_index"] > 0
     assert z["native"].shape[0] == n_test and z["ground_truth"].shape == z["native"].shape
+    # figure 4 draws from the saved gallery: the most anomalous anomalous images are all in it
+    top = scores.index[scores["anomaly"] == 1][np.argsort(-scores["score"][scores["anomaly"] == 1].to_numpy())]
+    shown = min(run["params"]["parameters"]["gallery_size"], len(top))
+    assert set(top[:shown]) <= set(z["index"].tolist())
     again = tables.run_explanation_metrics(run["path"])
     assert again["explanation_accuracy"] == pytest.approx(m["explanation_accuracy"], abs=2e-3)  # float16 maps
 
@@ -36,6 +42,19 @@ def test_mnist_c_smoke(tmp_path):
     assert len(runs) == 1
     assert runs[0]["params"]["parameters"]["model"] == "bag"
     _check(runs[0], 40)   # 20 digits, clean and corrupted
+
+
+def test_mnist_c_readings_smoke(tmp_path):
+    # the unnormalised bandwidth picks the grid's broadest kernel; the deep model tunes on all corruptions mixed
+    root = fake_mnist(tmp_path / "data", n_train=300, n_test=40)
+    fake_mnist(root, "FashionMNIST", n_train=200, n_test=10)
+    runs = run_smoke("params/cleverhans/mnist_c_readings.yaml", tmp_path, data_root=root)
+    assert len(runs) == 1
+    p = runs[0]["params"]["parameters"]
+    assert (p["bandwidth"], p["deep_tuning"], p["anomaly_class"]) == ("unnormalised", "mixed", "zigzag")
+    assert runs[0]["metrics"]["kde_gamma_index"] == 0                        # the broadest bandwidth on the grid
+    _check(runs[0], 40)
+    assert len(list((root / "mnist_c").glob("*/train_images.npy"))) == 15   # every corruption in the validation
 
 
 def _png(path, arr):

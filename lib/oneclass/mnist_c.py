@@ -431,6 +431,18 @@ def generate(corruption: str, split: str = "test", root=None, seed: int = 0, for
     return out
 
 
+def images_at(corruption: str, split: str, index, root=None, seed: int = 0) -> torch.Tensor:
+    """Corrupted images ``index`` of a split (uint8 (k, 1, 28, 28)), read without loading the whole split
+    (generated and cached first when missing)."""
+    corruption = check_corruption(corruption)
+    out = folder(corruption, root)
+    if not (out / f"{split}_images.npy").exists():
+        generate(corruption, split, root, seed)
+    x = np.load(out / f"{split}_images.npy", mmap_mode="r")
+    idx = np.asarray(index, dtype=np.int64)
+    return torch.from_numpy(np.ascontiguousarray(x[idx]).reshape(len(idx), 1, SIZE, SIZE))
+
+
 @dataclass
 class Corrupted:
     """One split of one MNIST-C corruption, aligned with MNIST's order."""

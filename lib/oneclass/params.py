@@ -42,7 +42,12 @@ PRESETS = ("smoke", "quick", "paper")
 TOP_KEYS = {"notebook", "experiment", "dataset", "classes", "seeds", "vary", "params", "presets", "reported",
             "description", "deviations", "data"}
 PRESET_KEYS = {"classes", "seeds", "vary", "params", "description", "deviations"}
-REQUIRED_PARAMETERS = ("dataset", "normal_class", "seed", "run_dir")
+REQUIRED_PARAMETERS = ("dataset", "seed", "run_dir")
+# The run's class (what the batch's `classes` grid fills): ``normal_class`` for one-vs-rest experiments,
+# ``anomaly_class`` in a notebook without ``normal_class``, where each run's class is the anomaly (the Clever Hans
+# paper's MNIST-C corruptions). A notebook with both (GEOM's intuition: a normal and an anomalous digit) is run
+# per normal class.
+CLASS_PARAMETERS = ("normal_class", "anomaly_class")
 TYPE_NAMES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict, "None": type(None)}
 
 
@@ -128,7 +133,8 @@ class RunSpec:
     experiment: str          # folder name: the params file's experiment plus its vary values
     preset: str
     dataset: str
-    normal_class: Any        # canonical class name (a list for a multi-class nominal set)
+    normal_class: Any        # the run's class, canonical name (a list for a multi-class nominal set); the
+                             # notebook gets it as its class parameter (normal_class, or anomaly_class)
     seed: int
     parameters: dict = field(hash=False)
     meta: dict = field(hash=False, default_factory=dict)   # params file, reported mapping: what tables need
@@ -207,10 +213,19 @@ def notebook_parameters_from(nb, notebook: str | Path = "the notebook") -> dict[
                                   f"constraint ({bad})")
         found[target] = {"default": default, "types": types, "constraint": constraint}
     missing = [p for p in REQUIRED_PARAMETERS if p not in found]
+    if not any(p in found for p in CLASS_PARAMETERS):
+        missing.append(" or ".join(CLASS_PARAMETERS))
     if missing:
         raise ParamsError(f"{notebook}: the parameters cell lacks {missing}; every experiment notebook has "
-                          f"{list(REQUIRED_PARAMETERS)} (see CONTRIBUTING.md)")
+                          f"{list(REQUIRED_PARAMETERS)} and one class parameter of {list(CLASS_PARAMETERS)} "
+                          "(see CONTRIBUTING.md)")
     return found
+
+
+def class_parameter(notebook: str | Path) -> str:
+    """The notebook parameter that holds the run's class: 'normal_class', else 'anomaly_class'."""
+    declared = notebook_parameters(notebook)
+    return next(p for p in CLASS_PARAMETERS if p in declared)
 
 
 def checker(notebook: str | Path):
@@ -253,7 +268,8 @@ def check_parameters(notebook: str | Path, values: dict, where: str = "", source
     checker finds, naming the parameter, the value, what is allowed and (``sources``: name -> where the value
     was set) where it came from."""
     declared = notebook_parameters(notebook)
-    declared["normal_class"]["types"] = declared["normal_class"]["types"] and (int, str, list)   # names or sets
+    cls = next(p for p in CLASS_PARAMETERS if p in declared)
+    declared[cls]["types"] = declared[cls]["types"] and (int, str, list)   # names or sets
     sources = sources or {}
     problems, unknown = [], False
 
@@ -390,7 +406,7 @@ def expand(exp: Experiment, preset: str, classes: list | None = None, seeds: lis
     sources |= {k: "by --set" for k in overrides} | {k: "on the vary axis" for k in file_vary}
     sources |= {k: "by --vary" for k in vary_cli}
     common = dict(exp.raw.get("params") or {}) | dict(p.get("params") or {}) | overrides
-    for reserved in ("normal_class", "seed", "run_dir"):
+    for reserved in CLASS_PARAMETERS + ("seed", "run_dir"):
         if reserved in common or reserved in axes_values:
             raise ParamsError(f"{where}{reserved!r} is set by the grid, not as a parameter; use classes / seeds")
     dataset = exp.dataset
@@ -418,7 +434,7 @@ def expand(exp: Experiment, preset: str, classes: list | None = None, seeds: lis
         name = exp.name + "".join(f".{k}={v}" for k, v in combo)
         for cls in class_list:
             for seed in seed_list:
-                values = common | dict(combo) | {"normal_class": cls, "seed": seed}
+                values = common | dict(combo) | {class_parameter(exp.notebook): cls, "seed": seed}
                 check_parameters(exp.notebook, values, where, sources)
                 specs.append(RunSpec(exp.notebook, name, preset, dataset, cls, seed, defaults | values, meta))
     if not specs:

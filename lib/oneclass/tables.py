@@ -62,6 +62,16 @@ def _class_name(cls) -> str:
     return Path(str(cls)).name if is_path_category(cls) else str(cls)
 
 
+def _run_class(p: dict, default=None):
+    """A run's class from its params.yaml: the batch's record, else the notebook's class parameter."""
+    params = p.get("parameters") if isinstance(p.get("parameters"), dict) else {}
+    for source in (p, params):
+        for key in ("normal_class", "anomaly_class"):
+            if source.get(key) is not None:
+                return source[key]
+    return default
+
+
 def collect(root: str | Path) -> pd.DataFrame:
     """One row per finished run below ``root``: coordinates, parameters of note, every metric, wall seconds."""
     rows = []
@@ -69,7 +79,7 @@ def collect(root: str | Path) -> pd.DataFrame:
         r = read_run(path)
         p, params = r["params"], r["params"].get("parameters", {})
         rep = _reported_meta(p)
-        cls = p.get("normal_class", params.get("normal_class"))
+        cls = _run_class(p)
         rows.append({
             "experiment": p.get("experiment"), "preset": p.get("preset"), "dataset": p.get("dataset"),
             "class": "+".join(map(str, cls)) if isinstance(cls, list) else _class_name(cls), "seed": p.get("seed"),
@@ -438,7 +448,7 @@ def clever_hans_runs(root) -> "pd.DataFrame":
         p = info["params"]
         par = p.get("parameters", {}) if isinstance(p.get("parameters"), dict) else {}
         row = {"experiment": p.get("experiment", path.parents[2].name), "dataset": p.get("dataset"),
-               "class": str(p.get("normal_class", path.parent.name)), "seed": p.get("seed"),
+               "class": str(_run_class(p, path.parent.name)), "seed": p.get("seed"),
                "method": par.get("model") or par.get("method") or p.get("model") or p.get("method"),
                "path": str(path)}
         try:

@@ -5,9 +5,9 @@ Files: ``models`` (KDE, autoencoder, deep one-class, bag in neuralized form: sec
 """
 from . import lrp, models, protocols
 from .lrp import L2Pool, lrp_composite, lrp_squared_norm
-from .models import (CORRUPTIONS, KDE, MODELS, Autoencoder, Bag, BlockAE, DeepOneClass, FeatureCNN,
+from .models import (BANDWIDTHS, CORRUPTIONS, KDE, MODELS, Autoencoder, Bag, BlockAE, DeepOneClass, FeatureCNN,
                      LeNetAE, build, fit_cached, smin, sq_distances)
-from .protocols import Protocol, fit_and_explain, hyperparameters, mnist_c_protocol, mvtec_protocol, protocol
+from .protocols import TUNINGS, Protocol, fit_and_explain, hyperparameters, mnist_c_protocol, mvtec_protocol, protocol
 
 
 def input_shape(dataset: str) -> tuple[int, int]:
@@ -20,9 +20,12 @@ def input_shape(dataset: str) -> tuple[int, int]:
 
 def check_parameters(p: dict) -> list[str]:
     """What the Clever Hans notebook's parameters cannot run with, found before any data is read: a pretraining
-    set for the deep model's features that is not a known labelled dataset."""
+    set for the deep model's features that is not a known labelled dataset; a validation mix asked of MVTec-AD."""
     from ...data import canonical
 
+    if p.get("deep_tuning", "per_corruption") != "per_corruption" and p.get("dataset") == "mvtec":
+        return [f"deep_tuning {p['deep_tuning']!r} is for MNIST-C; an MVTec-AD category's validation outliers are "
+                "already its own defect types mixed (leave deep_tuning='per_corruption')"]
     source = p.get("deep_pretrain") or ""
     if source:
         try:
@@ -32,7 +35,7 @@ def check_parameters(p: dict) -> list[str]:
     return []
 
 
-__all__ = ["check_parameters", "CORRUPTIONS", "KDE", "MODELS", "Autoencoder", "Bag", "BlockAE", "DeepOneClass",
+__all__ = ["check_parameters", "BANDWIDTHS", "TUNINGS", "CORRUPTIONS", "KDE", "MODELS", "Autoencoder", "Bag", "BlockAE", "DeepOneClass",
            "FeatureCNN", "LeNetAE", "L2Pool", "build", "fit_cached", "smin", "sq_distances", "lrp_composite",
            "lrp_squared_norm", "Protocol", "fit_and_explain", "hyperparameters", "protocol", "mnist_c_protocol", "mvtec_protocol", "input_shape",
            "lrp", "models", "protocols"]
