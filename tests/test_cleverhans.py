@@ -301,3 +301,14 @@ def test_paper_figures_put_our_means_beside_the_papers_numbers():
     assert list(summary.index) == ["kde", "deep"]
     assert summary.loc["kde", "auc"] == pytest.approx(round((0.6 + 0.7 + 0.9) / 3 * 100, 1))
     assert summary.loc["deep", "clever_hans"] == pytest.approx(7.5) and summary.loc["kde", "classes"] == 2
+
+
+def test_top3_counts_the_corruptions_shared_with_figure_3():
+    # figure 3's KDE top 3: dotted_line, zigzag, spatter; Deep's: stripe, dotted_line, impulse_noise
+    rows = [("kde", "zigzag", 0.9), ("kde", "scale", 0.5), ("kde", "spatter", 0.4), ("kde", "fog", 0.1),
+            ("deep", "fog", 0.6), ("deep", "scale", 0.5), ("deep", "rotate", 0.4)]
+    frame = pd.DataFrame([{"experiment": "ch", "dataset": "mnist_c", "class": c, "method": m, "seed": 0,
+                           "auc": 0.9, "explanation_accuracy": 0.9 - s, "clever_hans": s} for m, c, s in rows])
+    top = tables.clever_hans_top3(frame).set_index(["model", "rank"])
+    assert top.loc[("KDE", 1), "shared"] == 2 and top.loc[("KDE", 3), "shared"] == 2
+    assert top.loc[("Deep", 1), "shared"] == 0

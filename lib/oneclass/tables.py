@@ -481,7 +481,8 @@ def clever_hans_figure2(frame, dataset: str = "mnist_c") -> "pd.DataFrame":
 
 
 def clever_hans_top3(frame, dataset: str = "mnist_c", k: int = 3) -> "pd.DataFrame":
-    """The k classes with the highest Clever Hans score (%) per model (figure 3), ours next to the paper's."""
+    """The k classes with the highest Clever Hans score (%) per model (figure 3), ours next to the paper's;
+    ``shared``: how many of the model's k classes are also among the paper's k."""
     import pandas as pd
 
     f = frame[(frame["dataset"] == dataset) & frame["clever_hans"].notna()]
@@ -493,14 +494,36 @@ def clever_hans_top3(frame, dataset: str = "mnist_c", k: int = 3) -> "pd.DataFra
         mine = ours.get(m, pd.Series(dtype=float)).sort_values(ascending=False).head(k) if m in ours.index.levels[0] \
             else pd.Series(dtype=float)
         theirs = paper[paper["method"] == CH_PAPER_NAMES[m]].sort_values("value", ascending=False).head(k)
+        shared = len(set(mine.index) & set(theirs["class"])) if len(theirs) else None
         for rank in range(k):
             out.append({"model": CH_PAPER_NAMES[m], "rank": rank + 1,
                         "ours": mine.index[rank] if rank < len(mine) else None,
                         "ours_score": round(float(mine.iloc[rank]), 1) if rank < len(mine) else None,
                         "paper": theirs["class"].iloc[rank] if rank < len(theirs) else None,
                         "paper_score": round(float(theirs["value"].iloc[rank]) * 100, 1) if rank < len(theirs)
-                        else None})
+                        else None, "shared": shared})
     return pd.DataFrame(out)
+
+
+def _clever_hans_block(source: Path, experiment: str) -> str:
+    """Figure 3's comparison for a published Clever Hans experiment: each model's three corruptions with the
+    highest Clever Hans score beside the paper's, and how many they share."""
+    runs = clever_hans_runs(source)
+    runs = runs[runs["experiment"].astype(str).str.split(".").str[0] == experiment]
+    if runs.empty or runs["clever_hans"].isna().all():
+        return ""
+    lines = []
+    for dataset in sorted(runs["dataset"].dropna().unique()):
+        top = clever_hans_top3(runs, dataset)
+        top = top[top["ours"].notna()]
+        if top.empty or top["paper"].isna().all():
+            continue
+        lines.append(f"## cleverhans Figure 3: the three highest Clever Hans scores per model ({dataset}, %)\n\n"
+                     + top.to_markdown(index=False) + "\n")
+        lines.append("".join(f"- {model}: {int(g['shared'].iloc[0])} of its top 3 corruptions among figure 3's "
+                             f"({', '.join(g['paper'].dropna())}).\n"
+                             for model, g in top.groupby("model", sort=False) if g["shared"].notna().all()))
+    return "\n".join(lines)
 
 
 def clever_hans_summary(frame, dataset: str = "mnist_c") -> "pd.DataFrame":
@@ -627,6 +650,8 @@ def publish(source: str | Path, target: str | Path, allow_dirty: bool = False,
             blocks.append(f"## {block['paper'].iloc[0]} {block['table'].iloc[0]}: {metric}\n\n"
                           + to_markdown(block) + "\n")
         blocks.append("".join(f"- {v}\n" for v in verdict(summary)))
+        if str(summary["paper"].iloc[0]) == "cleverhans":
+            blocks.append(_clever_hans_block(source, exp))
         if devs:
             blocks.append("\nDeviations from the paper:\n" + "".join(f"- {d}\n" for d in devs))
         (target / f"{exp}.md").write_text("\n".join(blocks))
