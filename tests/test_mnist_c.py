@@ -216,6 +216,19 @@ def test_generate_writes_the_released_layout_and_load_reads_it(tmp_path):
     assert np.array_equal(c.images[:, 0].numpy(), again) and np.allclose(c.ground_truth.numpy(), gt, atol=1e-3)
 
 
+def test_a_cache_from_another_version_is_regenerated_on_load(tmp_path):
+    fake_mnist(tmp_path)
+    folder = mnist_c.generate("stripe", "test", root=tmp_path)
+    stamp = json.loads((folder / "oneclass.json").read_text())
+    np.save(folder / "test_images.npy", np.zeros((12, 28, 28, 1), np.uint8))     # what an old version wrote
+    (folder / "oneclass.json").write_text(json.dumps(stamp | {"version": mnist_c.VERSION - 1}))
+    with pytest.raises(FileNotFoundError, match="another version"):
+        mnist_c.load("stripe", "test", root=tmp_path, generate_missing=False)
+    c = mnist_c.load("stripe", "test", root=tmp_path)
+    assert np.array_equal(c.images[:, 0].numpy(), mnist_c.corrupt(c.clean, "stripe")[0])
+    assert json.loads((folder / "oneclass.json").read_text())["version"] == mnist_c.VERSION
+
+
 def test_a_released_copy_is_read_as_it_is(tmp_path):
     fake_mnist(tmp_path)
     clean = digits(12, 12)

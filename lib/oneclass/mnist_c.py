@@ -431,13 +431,26 @@ def generate(corruption: str, split: str = "test", root=None, seed: int = 0, for
     return out
 
 
+def _ready(corruption: str, split: str, root=None, seed: int = 0, generate_missing: bool = True) -> Path:
+    """The corruption's folder with an up-to-date split: a released copy as it is; our own cache regenerated
+    when it was made by another version of this module or another seed."""
+    out = folder(corruption, root)
+    images = out / f"{split}_images.npy"
+    if images.exists() and not (out / "oneclass.json").exists():
+        return out                                       # a released copy
+    if not generate_missing:
+        meta = json.loads((out / "oneclass.json").read_text()) if images.exists() else {}
+        if meta.get("version") != VERSION or meta.get("seed") != seed or split not in meta.get("splits", []):
+            raise FileNotFoundError(f"{images} is missing or was made by another version of oneclass.mnist_c: call "
+                                    f"mnist_c.generate({corruption!r}, {split!r}) or put the released MNIST-C there")
+        return out
+    return generate(corruption, split, root, seed)      # returns at once when the cache is current
+
+
 def images_at(corruption: str, split: str, index, root=None, seed: int = 0) -> torch.Tensor:
     """Corrupted images ``index`` of a split (uint8 (k, 1, 28, 28)), read without loading the whole split
     (generated and cached first when missing)."""
-    corruption = check_corruption(corruption)
-    out = folder(corruption, root)
-    if not (out / f"{split}_images.npy").exists():
-        generate(corruption, split, root, seed)
+    out = _ready(check_corruption(corruption), split, root, seed)
     x = np.load(out / f"{split}_images.npy", mmap_mode="r")
     idx = np.asarray(index, dtype=np.int64)
     return torch.from_numpy(np.ascontiguousarray(x[idx]).reshape(len(idx), 1, SIZE, SIZE))
@@ -461,12 +474,7 @@ class Corrupted:
 def load(corruption: str, split: str = "test", root=None, seed: int = 0, generate_missing: bool = True) -> Corrupted:
     """Corrupted images, their clean originals and ground truth; regenerated (and cached) when missing."""
     corruption = check_corruption(corruption)
-    out = folder(corruption, root)
-    if not (out / f"{split}_images.npy").exists():
-        if not generate_missing:
-            raise FileNotFoundError(f"{out / f'{split}_images.npy'} is missing: call mnist_c.generate("
-                                    f"{corruption!r}, {split!r}) or put the released MNIST-C there")
-        generate(corruption, split, root, seed)
+    out = _ready(corruption, split, root, seed, generate_missing)
     released = not (out / "oneclass.json").exists()
     x = np.load(out / f"{split}_images.npy")
     x = x.reshape(len(x), SIZE, SIZE)
