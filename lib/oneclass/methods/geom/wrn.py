@@ -2,8 +2,10 @@
 
 ``WRN(depth, widen, num_classes, in_channels)``: depth = 6n + 4 gives n blocks per group; three groups of
 16*widen, 32*widen and 64*widen channels with strides 1, 2, 2; batch norm, ReLU, global average pooling, one
-linear head. No dropout, no conv biases, He (fan-in) initialisation, PyTorch's BN defaults (momentum 0.1,
-eps 1e-5), as in the GEOM authors' Keras network. WRN-10-4 for 32px inputs, WRN-16-8 for 64px ones.
+linear head. No dropout, no conv biases, He (fan-in) initialisation, BN momentum 0.1 and eps 1e-5, as in the
+GEOM authors' Keras network (whose remaining differences, head initialisation, 'same' padding of the strided
+convolutions and 8x8 pooling at 64px, are listed in the package README). WRN-10-4 for 32px inputs, WRN-16-8 for
+64px ones.
 """
 from __future__ import annotations
 
