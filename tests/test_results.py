@@ -257,3 +257,25 @@ def test_gallery_is_one_block_per_class_nominal_left_anomalous_right(tmp_path):
     assert axes[0, 0].get_ylabel() == runs[0].parent.name and axes[0, 0].yaxis.label.get_fontsize() >= 9
     w, h = fig.get_size_inches()
     assert w < 10 and h < 2.2 * 3 + 1, "about an inch per image: legible at 100% zoom, not a 40-row column"
+
+
+def test_publish_puts_figure_3s_top3_beside_a_clever_hans_experiment(tmp_path):
+    # KDE runs on four corruptions: Clever Hans score = AUC - explanation accuracy, set through the maps
+    outputs = tmp_path / "outputs" / "quick"
+    mnist_c = REPO / "params" / "cleverhans" / "mnist_c.yaml"
+    for cls, overlap in (("zigzag", 0.0), ("dotted_line", 0.1), ("fog", 0.9), ("stripe", 1.0)):
+        path = fake_run(outputs, cls, 0.9, experiment="cleverhans_mnist_c.model=kde", params_file=mnist_c,
+                        dataset="mnist_c")
+        p = yaml.safe_load((path / "params.yaml").read_text())
+        p["parameters"] = {"model": "kde", "anomaly_class": cls, "seed": 0}
+        (path / "params.yaml").write_text(yaml.safe_dump(p))
+        truth = np.zeros((12, 4, 4), np.float32)
+        truth[6:, 0, 0] = 1                                     # anomalous images: the truth is one pixel
+        native = truth * overlap
+        native[6:, 3, 3] = 1 - overlap                          # ... the explanation puts 1 - overlap elsewhere
+        np.savez(path / "maps.npz", native=native, ground_truth=truth)
+    tables.publish(outputs, tmp_path / "results" / "quick")
+    md = (tmp_path / "results" / "quick" / "cleverhans_mnist_c.md").read_text()
+    assert "Figure 3: the three highest Clever Hans scores per model (mnist_c, %)" in md
+    # the highest Clever Hans scores: zigzag and dotted_line (explanations off the truth), then fog
+    assert "- KDE: 2 of its top 3 corruptions among figure 3's (dotted_line, zigzag, spatter)." in md
