@@ -43,7 +43,8 @@ def test_mnist_ablation_switches(tmp_path, data_root):
 
 
 @pytest.mark.parametrize("params_file,n_test,side", [("params/novelty/fmnist.yaml", 200, 28),
-                                                     ("params/novelty/cifar10.yaml", 100, 32)])
+                                                     ("params/novelty/cifar10.yaml", 100, 32),
+                                                     ("params/novelty/cifar10_preprocessing.yaml", 100, 32)])
 def test_fmnist_and_cifar10_smoke(tmp_path, data_root, params_file, n_test, side):
     from nbrun import run_smoke
 
@@ -51,6 +52,7 @@ def test_fmnist_and_cifar10_smoke(tmp_path, data_root, params_file, n_test, side
     m, _ = check_run(r, n_test, side)
     # the paper's number beside ours: Table 2 gives CIFAR-10 airplane 79.6; Table 3 gives Fashion-MNIST only a mean
     assert m["paper_auc"] == (pytest.approx(0.796) if "cifar10" in params_file else None)
+    assert r["params"]["parameters"]["preprocessing"] == ("gcn_minmax" if "preprocessing" in params_file else "none")
 
 
 def test_multiclass_nominal_set(tmp_path, data_root):

@@ -297,3 +297,22 @@ def test_the_extension_trains_the_autoencoder_on_raw_reconstruction_only():
     assert set(CONFIGURATIONS) == {"library_default", "paper_as_written", "ae_on_raw_reconstruction"}
     with pytest.raises(ValueError, match="unknown configuration"):
         NoveltyNormalization.ablation("full", "as_in_the_paper")
+
+
+def test_gcn_minmax_scales_by_the_training_sets_extremes_and_is_refused_by_name():
+    from oneclass.methods.baselines import gcn_l1
+
+    train, test = tiny_images(16, channels=3, size=32), tiny_images(8, channels=3, size=32, seed=1)
+    det = NoveltyNormalization(preprocessing="gcn_minmax", batch_size=8).fit(train, epochs=1)
+    g = gcn_l1(train.float() / 255)
+    assert det.minmax_ == (pytest.approx(float(g.min())), pytest.approx(float(g.max())))
+    x = det._input(train.float() / 255)
+    assert float(x.min()) == pytest.approx(0, abs=1e-6) and float(x.max()) == pytest.approx(1, abs=1e-6)
+    # a test image's contrast is normalised on its own: scaling its pixels' spread leaves the input unchanged
+    half = (test.float() / 255 - 0.5) * 0.5 + 0.5
+    assert torch.allclose(det._input(half), det._input(test.float() / 255), atol=1e-5)
+    plain = NoveltyNormalization(batch_size=8).fit(train, epochs=1)
+    assert plain.minmax_ is None and torch.equal(plain._input(train.float() / 255), train.float() / 255)
+    assert not np.allclose(det.score(test, maps=False).scores, plain.score(test, maps=False).scores)
+    with pytest.raises(ValueError, match="gcn_minmax"):
+        NoveltyNormalization(preprocessing="gcn")

@@ -49,6 +49,7 @@ from torch import nn
 
 from .. import training
 from ..base import Detector, Scores, as_images, seeded
+from ..baselines.deep_svdd import gcn_l1
 from .nets import ABLATION, CONFIGS, L0_MODES, NORM_STATS, NORMALIZE, BatchMinMax, LeNetAutoencoder, NoveltyScorer
 
 RECONSTRUCTION = ("mse", "l2")
@@ -66,6 +67,9 @@ def _float_images(images) -> torch.Tensor:
     return as_images(images).float() / 255.0
 
 
+PREPROCESSING = ("none", "gcn_minmax")
+
+
 class NoveltyNormalization(Detector):
     """Autoencoder + novelty scoring + novelty normalisation, fitted on nominal images only.
 
@@ -73,13 +77,19 @@ class NoveltyNormalization(Detector):
     ``novelty_scoring`` / ``normalize`` switch the paper's modules (Table 4: see ABLATION); ``lambda1`` weighs
     NS against L_r (eq. 4, 5, 7); ``lambda2`` weighs the L0 term, subtracted as in eq. 4.
     Optimiser: Adam, lr x ``lr_gamma`` every ``lr_step`` epochs ('decays ... 0.1 for every 30 steps').
+    ``preprocessing``: 'none' (pixels in [0, 1]; the paper names none) or 'gcn_minmax' (ours, borrowed from Deep
+    SVDD: l1 global contrast normalisation per image, then min-max scaling with the training set's extremes).
     """
 
     def __init__(self, net: str = "auto", novelty_scoring: bool = True, normalize: str = "combined",
                  lambda1: float = 0.5, lambda2: float = 1e-5, l0: str = "hard_concrete", norm_gradient: bool = False,
                  norm_stats: str = "last_epoch", lr: float = 1e-3, lr_step: int = 30, lr_gamma: float = 0.1,
                  weight_decay: float = 0.0, batch_size: int = 128, eval_batch_size: int = 500, seed: int | None = 0,
-                 device=None, precision: str = "fp32", reconstruction: str = "mse", ae_loss: str = "normalised"):
+                 device=None, precision: str = "fp32", reconstruction: str = "mse", ae_loss: str = "normalised",
+                 preprocessing: str = "none"):
+        if preprocessing not in PREPROCESSING:
+            raise ValueError(f"unknown preprocessing {preprocessing!r}; choose one of {PREPROCESSING}")
+        self.preprocessing = preprocessing
         if reconstruction not in RECONSTRUCTION:
             raise ValueError(f"unknown reconstruction {reconstruction!r}; choose one of {RECONSTRUCTION}")
         if ae_loss not in AE_LOSS:
@@ -176,10 +186,22 @@ class NoveltyNormalization(Detector):
 
     # -- fit / score
 
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] pixels as the autoencoder sees them (``preprocessing``)."""
+        if self.preprocessing == "none":
+            return x
+        lo, hi = self.minmax_
+        return (gcn_l1(x) - lo) / max(hi - lo, 1e-12)
+
     def fit(self, train, epochs: int = 10, progress: bool | None = False, *, monitor=None) -> "NoveltyNormalization":
         """Train on nominal images (an ImageSet or a uint8 tensor (N, C, H, W)); returns self. ``monitor``: a
         :class:`oneclass.monitor.Monitor` that records the learning curve."""
         x = _float_images(train)
+        self.minmax_ = None
+        if self.preprocessing == "gcn_minmax":   # the training set's extremes after GCN, as Deep SVDD takes them
+            g = gcn_l1(x)
+            self.minmax_ = (float(g.min()), float(g.max()))
+        x = self._input(x)
         if len(x) < 2:
             raise ValueError(f"need at least 2 training images, got {len(x)}")
         if epochs < 1 or int(epochs) != epochs:
@@ -233,7 +255,7 @@ class NoveltyNormalization(Detector):
         """Anomaly scores mid-training (the learning curve's points): p(x) with the batch statistics gathered so
         far; before the first step, when there are none, the combined score S (under ``combined`` normalisation
         it ranks the images as p(x) does)."""
-        x = _float_images(images)
+        x = self._input(_float_images(images))
         ready = self.normalize == "none" or int(self.model_["norm"].count) > 0
         out = []
         for i in range(0, len(x), self.eval_batch_size):
@@ -248,7 +270,7 @@ class NoveltyNormalization(Detector):
         error summed over channels; ``subscores``: ``reconstruction`` (L_r), ``combined`` (S of eq. 7 before
         normalisation) and ``novelty`` (NS in [0, 1], with the NS head), each on the same fitted model."""
         self._check_fitted()
-        x = _float_images(test)
+        x = self._input(_float_images(test))
         self.model_.eval()
         out = {"p": [], "lr": [], "ns": [], "s": [], "map": []}
         for i in range(0, len(x), self.eval_batch_size):
