@@ -229,6 +229,19 @@ def test_a_cache_from_another_version_is_regenerated_on_load(tmp_path):
     assert json.loads((folder / "oneclass.json").read_text())["version"] == mnist_c.VERSION
 
 
+def test_regenerating_one_split_does_not_vouch_for_the_other_stale_one(tmp_path):
+    fake_mnist(tmp_path)
+    folder = mnist_c.generate("stripe", "test", root=tmp_path)
+    mnist_c.generate("stripe", "train", root=tmp_path)
+    np.save(folder / "test_images.npy", np.zeros((12, 28, 28, 1), np.uint8))       # an old version's test split
+    stamp = json.loads((folder / "oneclass.json").read_text())
+    (folder / "oneclass.json").write_text(json.dumps(stamp | {"version": mnist_c.VERSION - 1}))
+    mnist_c.generate("stripe", "train", root=tmp_path)                              # train first, as a batch may
+    assert json.loads((folder / "oneclass.json").read_text())["splits"] == ["train"]
+    c = mnist_c.load("stripe", "test", root=tmp_path)                               # so test is regenerated too
+    assert np.array_equal(c.images[:, 0].numpy(), mnist_c.corrupt(c.clean, "stripe")[0])
+
+
 def test_a_released_copy_is_read_as_it_is(tmp_path):
     fake_mnist(tmp_path)
     clean = digits(12, 12)

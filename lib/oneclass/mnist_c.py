@@ -424,7 +424,8 @@ def generate(corruption: str, split: str = "test", root=None, seed: int = 0, for
     # rename last, images last of all: a folder with images is complete
     for kind in ("labels", "groundtruth", "images"):
         tmp[kind].rename(out / f"{split}_{kind}.npy")
-    splits = sorted(set((meta or {}).get("splits", []) if (meta or {}).get("seed") == seed else []) | {split})
+    current = (meta or {}).get("seed") == seed and (meta or {}).get("version") == VERSION
+    splits = sorted(set((meta or {}).get("splits", []) if current else []) | {split})   # only splits made like this one
     stamp.write_text(json.dumps({"version": VERSION, "seed": seed, "splits": splits, "source": "regenerated from MNIST "
                                  "by oneclass.mnist_c", "approximation": APPROXIMATIONS.get(corruption),
                                  "rounding": ROUNDING}, indent=2))
