@@ -279,3 +279,21 @@ def test_publish_puts_figure_3s_top3_beside_a_clever_hans_experiment(tmp_path):
     assert "Figure 3: the three highest Clever Hans scores per model (mnist_c, %)" in md
     # the highest Clever Hans scores: zigzag and dotted_line (explanations off the truth), then fog
     assert "- KDE: 2 of its top 3 corruptions among figure 3's (dotted_line, zigzag, spatter)." in md
+
+
+def test_publish_shows_a_short_learning_curve_and_names_a_long_one(tmp_path):
+    outputs = tmp_path / "outputs" / "quick"
+    path = fake_run(outputs, FMNIST_CLASSES[0], 0.8)
+    pd.DataFrame({"step": [0, 282, 564], "epoch": [0.0, 0.1, 0.2], "train_seconds": [0.0, 800.0, 1600.0],
+                  "loss": [np.nan, 3.4, 2.9], "auc": [0.63, 0.67, 0.70], "final": [False, False, True],
+                  "subset": [400] * 3}).to_parquet(path / "curve.parquet")
+    tables.publish(outputs, tmp_path / "results" / "quick")
+    md = (tmp_path / "results" / "quick" / "fcdd_fmnist.md").read_text()
+    assert "## Learning curve (test AUC on 400 test images during training" in md
+    assert re.search(r"\|\s*564\s*\|", md) and re.search(r"\|\s*0\.67\s*\|", md)
+    for i in range(1, 15):
+        path = fake_run(outputs, FMNIST_CLASSES[i % 10], 0.8, seed=i)
+        pd.DataFrame({"step": [0, 1, 2], "epoch": [0, 1, 2], "auc": [0.5, 0.6, 0.7]}).to_parquet(path / "curve.parquet")
+    tables.publish(outputs, tmp_path / "results" / "quick")
+    md = (tmp_path / "results" / "quick" / "fcdd_fmnist.md").read_text()
+    assert "Learning curves: 45 points in the run folders' curve.parquet" in md

@@ -505,6 +505,23 @@ def clever_hans_top3(frame, dataset: str = "mnist_c", k: int = 3) -> "pd.DataFra
     return pd.DataFrame(out)
 
 
+def _curve_block(part: pd.DataFrame, max_points: int = 40) -> str:
+    """The learning curves of a published experiment's runs as a table (at most ``max_points`` points; longer
+    curves are named, and ``notebooks/tables.ipynb`` plots them): optimiser step, epoch, training seconds so far
+    (the monitor's own time excluded) and the test AUC on the monitor's subset."""
+    found = curves(part)
+    if found.empty:
+        return ""
+    if len(found) > max_points:
+        return (f"Learning curves: {len(found)} points in the run folders' curve.parquet (plotted by "
+                "`notebooks/tables.ipynb`).\n")
+    cols = [c for c in ["experiment", "class", "seed", "step", "epoch", "train_seconds", "loss", "auc", "subset",
+                        "final"] if c in found] + [c for c in found if c.startswith("auc_")]
+    subset = f" on {int(found['subset'].iloc[0]):,} test images" if "subset" in found else ""
+    return (f"## Learning curve (test AUC{subset} during training; train_seconds without the monitor's own time)"
+            "\n\n" + found[cols].to_markdown(index=False, floatfmt=".4g") + "\n")
+
+
 def _clever_hans_block(source: Path, experiment: str) -> str:
     """Figure 3's comparison for a published Clever Hans experiment: each model's three corruptions with the
     highest Clever Hans score beside the paper's, and how many they share."""
@@ -652,6 +669,7 @@ def publish(source: str | Path, target: str | Path, allow_dirty: bool = False,
         blocks.append("".join(f"- {v}\n" for v in verdict(summary)))
         if str(summary["paper"].iloc[0]) == "cleverhans":
             blocks.append(_clever_hans_block(source, exp))
+        blocks.append(_curve_block(part))
         if devs:
             blocks.append("\nDeviations from the paper:\n" + "".join(f"- {d}\n" for d in devs))
         (target / f"{exp}.md").write_text("\n".join(blocks))
