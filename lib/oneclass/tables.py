@@ -575,7 +575,9 @@ def _budget(params_file, preset: str) -> str:
     if not path.is_file():
         return ""
     raw = yaml.safe_load(path.read_text()) or {}
-    return "; ".join((raw.get("presets", {}).get(preset) or {}).get("deviations") or [])
+    spec = raw.get("presets", {}).get(preset) or {}
+    # a preset that states no budget deviation: its description says what it runs
+    return "; ".join(spec.get("deviations") or []) or str(spec.get("description") or "")
 
 
 def experiment_summary(frame: pd.DataFrame, tolerance: float | None = None) -> pd.DataFrame:
@@ -660,7 +662,7 @@ def publish(source: str | Path, target: str | Path, allow_dirty: bool = False,
         header = (f"# {exp} ({preset} preset)\n\nBatch of {len(part)} runs at commit `{prov['commit']}`, "
                   f"finished {prov['date']}, on {prov['cpu_model']} ({prov['device']}, {prov['torch_threads']} "
                   f"torch threads per run, precision {prov['precision']}, load average up to "
-                  f"{prov['load_average']}). Budget: {budget or 'the paper preset'}. Regenerate with "
+                  f"{prov['load_average']}). Budget: {budget or 'as in the paper'}. Regenerate with "
                   f"`python -m oneclass.tables --publish outputs/{preset} results/{preset}`.\n\n")
         blocks = [header]
         for metric, block in summary.groupby("metric", sort=False):
