@@ -297,28 +297,32 @@ class Run:
         return self.final
 
 
-def start(run_dir: str | os.PathLike | None, *, experiment: str, dataset: str, seed: int, normal_class: Any = None,
-          anomaly_class: Any = None, outputs: str | os.PathLike | None = None, threads: int | None = None,
+_UNSET = object()
+
+
+def start(run_dir: str | os.PathLike | None, *, experiment: str, dataset: str, seed: int, normal_class: Any = _UNSET,
+          anomaly_class: Any = _UNSET, outputs: str | os.PathLike | None = None, threads: int | None = None,
           **params) -> Run:
     """Seed everything and open the run folder a notebook writes into.
 
     ``run_dir`` is injected by the batch runner (a temporary folder it created and will finalise); None in an
     interactive session, where the run goes to ``outputs/interactive/<experiment>/...`` on :meth:`Run.finish`.
     Every notebook parameter is passed on (the notebook lint test checks that none is left out) and recorded in
-    the run's ``params.yaml``. The run's class is ``normal_class`` (one-vs-rest) or ``anomaly_class`` (where each
-    run is one anomaly class, as in the Clever Hans paper's MNIST-C): exactly one of them. ``threads`` sets
-    torch's thread count for the run (None keeps the default: the batch runner's share of the cores).
+    the run's ``params.yaml``. The run's class is ``normal_class`` (one-vs-rest), or ``anomaly_class`` in a
+    notebook without ``normal_class`` (each run one anomaly class, as in the Clever Hans paper's MNIST-C); a
+    notebook with both (GEOM's intuition) passes both and its run is named after ``normal_class``. ``threads``
+    sets torch's thread count for the run (None keeps the default: the batch runner's share of the cores).
     """
-    if (normal_class is None) == (anomaly_class is None):
-        raise TypeError("runs.start needs exactly one of normal_class= and anomaly_class= (the run's class)")
+    if normal_class is _UNSET and anomaly_class is _UNSET:
+        raise TypeError("runs.start needs the run's class: normal_class= (or anomaly_class=)")
     if threads:
         import torch
 
         torch.set_num_threads(int(threads))
     seed_everything(int(seed))
-    cls = normal_class if anomaly_class is None else anomaly_class
+    cls = anomaly_class if normal_class is _UNSET else normal_class
     info = {"experiment": experiment, "dataset": dataset, "seed": int(seed), "threads": threads, **params}
-    info |= {"normal_class": cls} if anomaly_class is None else {"anomaly_class": cls}
+    info |= {k: v for k, v in (("normal_class", normal_class), ("anomaly_class", anomaly_class)) if v is not _UNSET}
     if run_dir:
         path = Path(run_dir)
         path.mkdir(parents=True, exist_ok=True)
