@@ -112,12 +112,12 @@ def _seed(corruption: str, split: str, seed: int) -> np.random.Generator:
 
 # ----------------------------------------------------------------------------------------------- warping
 
-def _sample(x: np.ndarray, src_x: np.ndarray, src_y: np.ndarray, padding: str = "zeros") -> np.ndarray:
+def _sample(x: np.ndarray, src_x: np.ndarray, src_y: np.ndarray) -> np.ndarray:
     """Bilinear sample of images x (N, H, W) at source pixel coordinates (N, H, W) each (pixel centres at ints)."""
     n, h, w = x.shape
     grid = np.stack([src_x / (w - 1) * 2 - 1, src_y / (h - 1) * 2 - 1], axis=-1)
     out = F.grid_sample(torch.from_numpy(x[:, None].astype(np.float32)), torch.from_numpy(grid.astype(np.float32)),
-                        mode="bilinear", padding_mode=padding, align_corners=True)
+                        mode="bilinear", padding_mode="zeros", align_corners=True)
     return out[:, 0].numpy().astype(np.float64)
 
 
@@ -392,6 +392,11 @@ def _mnist(split: str, root=None):
     return data.load("mnist", split, root=root)
 
 
+def _made_here(meta: dict | None, seed: int) -> bool:
+    """Whether a folder's stamp was written by this version of the module with this seed."""
+    return bool(meta) and meta.get("version") == VERSION and meta.get("seed") == seed
+
+
 def generate(corruption: str, split: str = "test", root=None, seed: int = 0, force: bool = False,
              chunk: int = 10000) -> Path:
     """Write ``mnist_c/<corruption>/<split>_*.npy`` under the data root from MNIST (skipped when our cache with
@@ -406,7 +411,7 @@ def generate(corruption: str, split: str = "test", root=None, seed: int = 0, for
     if images_file.exists() and not force:
         if meta is None:                        # a released copy: never overwrite it
             return out
-        if meta.get("version") == VERSION and meta.get("seed") == seed and split in meta.get("splits", []):
+        if _made_here(meta, seed) and split in meta.get("splits", []):
             return out
     mnist = _mnist(split, root)
     rng = _seed(corruption, split, seed)
@@ -424,8 +429,7 @@ def generate(corruption: str, split: str = "test", root=None, seed: int = 0, for
     # rename last, images last of all: a folder with images is complete
     for kind in ("labels", "groundtruth", "images"):
         tmp[kind].rename(out / f"{split}_{kind}.npy")
-    current = (meta or {}).get("seed") == seed and (meta or {}).get("version") == VERSION
-    splits = sorted(set((meta or {}).get("splits", []) if current else []) | {split})   # only splits made like this one
+    splits = sorted(set(meta.get("splits", []) if _made_here(meta, seed) else []) | {split})   # only splits made like this one
     stamp.write_text(json.dumps({"version": VERSION, "seed": seed, "splits": splits, "source": "regenerated from MNIST "
                                  "by oneclass.mnist_c", "approximation": APPROXIMATIONS.get(corruption),
                                  "rounding": ROUNDING}, indent=2))
@@ -440,8 +444,8 @@ def _ready(corruption: str, split: str, root=None, seed: int = 0, generate_missi
     if images.exists() and not (out / "oneclass.json").exists():
         return out                                       # a released copy
     if not generate_missing:
-        meta = json.loads((out / "oneclass.json").read_text()) if images.exists() else {}
-        if meta.get("version") != VERSION or meta.get("seed") != seed or split not in meta.get("splits", []):
+        meta = json.loads((out / "oneclass.json").read_text()) if images.exists() else None
+        if not (_made_here(meta, seed) and split in meta.get("splits", [])):
             raise FileNotFoundError(f"{images} is missing or was made by another version of oneclass.mnist_c: call "
                                     f"mnist_c.generate({corruption!r}, {split!r}) or put the released MNIST-C there")
         return out

@@ -222,9 +222,10 @@ def notebook_parameters_from(nb, notebook: str | Path = "the notebook") -> dict[
     return found
 
 
-def class_parameter(notebook: str | Path) -> str:
-    """The notebook parameter that holds the run's class: 'normal_class', else 'anomaly_class'."""
-    declared = notebook_parameters(notebook)
+def class_parameter(notebook: str | Path, declared: dict | None = None) -> str:
+    """The notebook parameter that holds the run's class: 'normal_class', else 'anomaly_class' (``declared``: the
+    notebook's parameters when the caller has them)."""
+    declared = notebook_parameters(notebook) if declared is None else declared
     return next(p for p in CLASS_PARAMETERS if p in declared)
 
 
@@ -268,7 +269,7 @@ def check_parameters(notebook: str | Path, values: dict, where: str = "", source
     checker finds, naming the parameter, the value, what is allowed and (``sources``: name -> where the value
     was set) where it came from."""
     declared = notebook_parameters(notebook)
-    cls = next(p for p in CLASS_PARAMETERS if p in declared)
+    cls = class_parameter(notebook, declared)
     declared[cls]["types"] = declared[cls]["types"] and (int, str, list)   # names or sets
     sources = sources or {}
     problems, unknown = [], False
@@ -429,12 +430,12 @@ def expand(exp: Experiment, preset: str, classes: list | None = None, seeds: lis
             "deviations": list(exp.raw.get("deviations") or []) + list(p.get("deviations") or [])}
     # params.yaml records every parameter the notebook ran with: its defaults, then what the file sets
     defaults = {k: d["default"] for k, d in notebook_parameters(exp.notebook).items() if k != "run_dir"}
-    specs = []
+    specs, class_key = [], class_parameter(exp.notebook)
     for combo in itertools.product(*axes) if axes else [()]:
         name = exp.name + "".join(f".{k}={v}" for k, v in combo)
         for cls in class_list:
             for seed in seed_list:
-                values = common | dict(combo) | {class_parameter(exp.notebook): cls, "seed": seed}
+                values = common | dict(combo) | {class_key: cls, "seed": seed}
                 check_parameters(exp.notebook, values, where, sources)
                 specs.append(RunSpec(exp.notebook, name, preset, dataset, cls, seed, defaults | values, meta))
     if not specs:

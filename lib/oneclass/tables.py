@@ -16,6 +16,7 @@ import pandas as pd
 import json
 
 from . import metrics, reported
+from .params import CLASS_PARAMETERS
 from .runs import finished_runs, outputs_root, read_run
 
 DEFAULT_TOLERANCE = 0.03
@@ -66,7 +67,7 @@ def _run_class(p: dict, default=None):
     """A run's class from its params.yaml: the batch's record, else the notebook's class parameter."""
     params = p.get("parameters") if isinstance(p.get("parameters"), dict) else {}
     for source in (p, params):
-        for key in ("normal_class", "anomaly_class"):
+        for key in CLASS_PARAMETERS:
             if source.get(key) is not None:
                 return source[key]
     return default
@@ -437,13 +438,15 @@ def _positions(rows, wanted) -> np.ndarray:
 
 
 def clever_hans_runs(root) -> "pd.DataFrame":
-    """One row per finished run folder below ``root`` that has explanation maps and ground truth (any method:
-    Clever Hans models, FCDD, HSC, AE, ...): experiment, dataset, class, method, seed, AUC, explanation accuracy,
-    Clever Hans score. Runs without ground truth are listed with NaN explanation columns."""
+    """One row per finished run folder below ``root`` (or per run folder in ``root`` when it is a list of them)
+    that has explanation maps and ground truth (any method: Clever Hans models, FCDD, HSC, AE, ...): experiment,
+    dataset, class, method, seed, AUC, explanation accuracy, Clever Hans score. Runs without ground truth are
+    listed with NaN explanation columns."""
     import pandas as pd
 
     rows = []
-    for path in finished_runs(root):
+    paths = finished_runs(root) if isinstance(root, (str, os.PathLike)) else [Path(r) for r in root]
+    for path in paths:
         info = read_run(path)
         p = info["params"]
         par = p.get("parameters", {}) if isinstance(p.get("parameters"), dict) else {}
@@ -522,11 +525,10 @@ def _curve_block(part: pd.DataFrame, max_points: int = 40) -> str:
             "\n\n" + found[cols].to_markdown(index=False, floatfmt=".4g") + "\n")
 
 
-def _clever_hans_block(source: Path, experiment: str) -> str:
-    """Figure 3's comparison for a published Clever Hans experiment: each model's three corruptions with the
-    highest Clever Hans score beside the paper's, and how many they share."""
-    runs = clever_hans_runs(source)
-    runs = runs[runs["experiment"].astype(str).str.split(".").str[0] == experiment]
+def _clever_hans_block(part: pd.DataFrame) -> str:
+    """Figure 3's comparison for a published Clever Hans experiment (its runs, from :func:`collect`): each model's
+    three corruptions with the highest Clever Hans score beside the paper's, and how many they share."""
+    runs = clever_hans_runs(part["path"])
     if runs.empty or runs["clever_hans"].isna().all():
         return ""
     lines = []
@@ -669,9 +671,8 @@ def publish(source: str | Path, target: str | Path, allow_dirty: bool = False,
             blocks.append(f"## {block['paper'].iloc[0]} {block['table'].iloc[0]}: {metric}\n\n"
                           + to_markdown(block) + "\n")
         blocks.append("".join(f"- {v}\n" for v in verdict(summary)))
-        if str(summary["paper"].iloc[0]) == "cleverhans":
-            blocks.append(_clever_hans_block(source, exp))
-        blocks.append(_curve_block(part))
+        extras = [_clever_hans_block(part)] if str(summary["paper"].iloc[0]) == "cleverhans" else []
+        blocks += [b for b in extras + [_curve_block(part)] if b]   # an experiment without them: no blank lines
         if devs:
             blocks.append("\nDeviations from the paper:\n" + "".join(f"- {d}\n" for d in devs))
         (target / f"{exp}.md").write_text("\n".join(blocks))
