@@ -72,7 +72,8 @@ def defaults(dataset: str, method: str = "fcdd", official: bool = False) -> dict
     key = official_key if official else d["net"]
     sigma = d.pop("official_sigma")
     d.pop("epochs")
-    hsc_key = "vgg" if key == "vgg_mvtec" else key
+    # the HSC of the authors' code: the VGG features for MVTec-AD too, and its own network at 32px (CNN32)
+    hsc_key = {"vgg_mvtec": "vgg", "32_lw3k": "32_authors"}.get(key, key)
     d["net"] = {"fcdd": f"fcdd_{key}", "hsc": f"hsc_{hsc_key}", "ae": f"ae_{AE_SIZE[key]}"}[method]
     d["upsample_net"] = nets.partner(f"fcdd_{key}")
     d["sigma"] = sigma if official else d.get("sigma")
@@ -103,7 +104,7 @@ class _Method(Detector):
                  schedule: str = "exponential", gamma: float = 0.98, milestones=(), batch_size: int = 128,
                  accumulate: int = 1, sigma: float | None = None, upsample_net: str | None = None,
                  upsample: str = "paper", seed: int | None = None, net_options: dict | None = None,
-                 channels_last: bool = False,
+                 channels_last: bool = False, normalize: str | None = None,
                  passes: int = 1, loss_on: str = "native", swap_labels: bool = False, eval_batch_size: int = 500,
                  device=None, precision: str = "fp32"):
         if net not in nets.NAMES:
@@ -121,6 +122,9 @@ class _Method(Detector):
         if upsample not in ("paper", "coverage"):
             raise ValueError(f"upsample must be 'paper' (Algorithm 1) or 'coverage' (ours: Algorithm 1 divided by "
                              f"the upsampled map of ones, no fall-off at the border), got {upsample!r}")
+        if normalize not in (None, *augment.NORMALIZE):
+            raise ValueError(f"unknown normalize {normalize!r}; choose one of {' | '.join(augment.NORMALIZE)} "
+                             "(None: the dataset's own)")
         if outliers is not None and not self.uses_outliers:
             raise ValueError(f"{type(self).__name__} cannot use outlier exposure (the paper's AE has no way to "
                              "include anomalies); pass outliers=None")
@@ -132,7 +136,7 @@ class _Method(Detector):
         self.milestones, self.batch_size, self.accumulate = milestones, batch_size, accumulate
         self.sigma, self.seed, self.net_options = sigma, seed, net_options
         self.upsample_net, self.upsample = upsample_net, upsample
-        self.channels_last, self.eval_batch_size = channels_last, eval_batch_size
+        self.channels_last, self.eval_batch_size, self.normalize = channels_last, eval_batch_size, normalize
         self.passes, self.loss_on, self.swap_labels = passes, loss_on, swap_labels
         self.device, self.precision = device, precision
 
@@ -174,7 +178,8 @@ class _Method(Detector):
                              f"{size}x{size}: load the data at size={size} (ImageNet: 256, cropped to 224; "
                              "MVTec-AD: 240, cropped to 224)")
         x = x.to(dev)
-        self.pipeline_ = augment.pipeline(self.pipeline, self.background, size=size).fit(x)
+        self.pipeline_ = augment.pipeline(self.pipeline, self.background, size=size,
+                                          normalize=self.normalize).fit(x)
         outliers = self.outliers.to(dev) if self.outliers is not None else None
         if outliers is not None:
             outliers.check(x.shape[1], x.shape[-1])

@@ -13,6 +13,7 @@ name               input   what
 ``fcdd_vgg``       224px   VGG11-BN features up to the 4th block + 1x1 conv (ImageNet, VOC); 62 / 8
 ``fcdd_vgg_mvtec`` 224px   the same, ImageNet-pretrained, first three blocks frozen (MVTec-AD)
 ``hsc_<x>``                the convolutions of ``fcdd_<x>`` followed by a fully connected head (HSC)
+``hsc_32_authors`` 32px    the authors' code's HSC network for 32px images ('CNN32'); the HSC of net='official'
 ``ae_28/32/224``           convolutional autoencoders, encoder like the paper's FCDD network
 =================  ======  ============================================================================
 
@@ -80,6 +81,19 @@ class HSCNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x))
+
+
+def _hsc_32_authors():
+    """The authors' 32px HSC network (REFERENCE_FACTS: their ``CNN32``): three blocks of a 5x5 convolution (bias),
+    affine batch norm, leaky ReLU and 2x2 max pool (32, 64, 128 channels), then a 512-unit fully connected layer
+    with affine 1-D batch norm and leaky ReLU, and a 64-unit output (1,342,016 parameters)."""
+    features = nn.Sequential(_conv(3, 32, 5, True), _bn(32, True), _act(), _pool(),
+                             _conv(32, 64, 5, True), _bn(64, True), _act(), _pool(),
+                             _conv(64, 128, 5, True), _bn(128, True), _act(), _pool())
+    net = HSCNet(features, 128 * 4 * 4, 3, 32)
+    net.head = nn.Sequential(nn.Flatten(), nn.Linear(128 * 4 * 4, 512), nn.BatchNorm1d(512, eps=BN_EPS),
+                             nn.LeakyReLU(LEAK), nn.Linear(512, 64))
+    return net
 
 
 class AutoEncoder(nn.Module):
@@ -223,12 +237,16 @@ def _ae(size: int, in_channels: int | None = None):
 
 
 NAMES = tuple(f"fcdd_{k}" for k in FEATURES) + ("fcdd_vgg_mvtec",) + tuple(f"hsc_{k}" for k in FEATURES) + (
-    "ae_28", "ae_32", "ae_224")
+    "hsc_32_authors", "ae_28", "ae_32", "ae_224")
 
 
 def build(name: str, **kwargs) -> nn.Module:
     """A network by name (see the module docstring). ``fcdd_vgg`` / ``hsc_vgg`` take ``pretrained``,
     ``weights_path`` and ``freeze``; ``fcdd_vgg_mvtec`` is ``fcdd_vgg`` pretrained with 3 blocks frozen."""
+    if name == "hsc_32_authors":
+        if kwargs:
+            raise TypeError(f"network {name!r} takes no options, got {sorted(kwargs)}")
+        return _hsc_32_authors()
     if name == "fcdd_vgg_mvtec":
         return _fcdd("vgg", pretrained=kwargs.pop("pretrained", True), freeze=kwargs.pop("freeze", 3), **kwargs)
     kind, _, key = name.partition("_")
@@ -248,6 +266,8 @@ def input_spec(name: str) -> tuple[int, int]:
     kind, _, key = name.partition("_")
     if kind == "ae":
         return (1 if key == "28" else 3), int(key)
+    if name == "hsc_32_authors":
+        return 3, 32
     _, cin, size = FEATURES["vgg" if key == "vgg_mvtec" else key]
     return cin, size
 
@@ -257,6 +277,8 @@ def partner(name: str) -> str:
     kind, _, key = name.partition("_")
     if kind == "ae":
         key = {"28": "28", "32": "32", "224": "224"}[key]
+    if name == "hsc_32_authors":      # no FCDD network shares its 5x5 convolutions: blur with the authors' LW3K's
+        key = "32_lw3k"
     return "fcdd_" + ("vgg" if key == "vgg_mvtec" else key)
 
 

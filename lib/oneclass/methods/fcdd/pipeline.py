@@ -602,13 +602,21 @@ class Pipeline:
         return self.normalize(out[0]), out[1]
 
 
-def pipeline(name: str, background: str = "none", size: int | None = None) -> Pipeline:
+#: ``normalize`` choices of :func:`pipeline`: per-channel mean and standard deviation of the nominal training
+#: images (appendix C's "data normalization"), or per-image l1 contrast normalisation followed by the per-channel
+#: min-max range of the nominal training images (the authors' code for Fashion-MNIST ('lcnaug1') and MVTec-AD).
+NORMALIZE = ("meanstd", "lcn_minmax")
+
+
+def pipeline(name: str, background: str = "none", size: int | None = None, normalize: str | None = None) -> Pipeline:
     """Appendix C's pipelines: ``fmnist`` (crop 28 after padding 2, flip), ``cifar10`` (jitter 0.01, crop 32
     after padding 4, flip, noise 0.001), ``imagenet`` (images resized to 256: jitter, random crop 224, flip,
     noise; test: centre crop 224), ``voc`` (224 squares: as cifar10 without crop), ``mvtec`` (images resized to
     240: random crop 224 or, for half of the images, a resize to 224 (the authors' code), jitter 0.04 or 0.0005 at
     random, a 50% chance of Gaussian noise with a tenth of the
-    image's standard deviation, contrast normalisation and per-class min-max; test: resized to 224), ``none``."""
+    image's standard deviation, contrast normalisation and per-class min-max; test: resized to 224), ``none``.
+    ``normalize`` (one of :data:`NORMALIZE`) overrides the pipeline's own normalisation (None: mvtec
+    'lcn_minmax', the others 'meanstd')."""
     if background not in BACKGROUNDS:
         raise ValueError(f"unknown background mode {background!r}; choose one of {BACKGROUNDS}")
     presets = {
@@ -622,5 +630,10 @@ def pipeline(name: str, background: str = "none", size: int | None = None) -> Pi
     }
     if name not in presets:
         raise ValueError(f"unknown pipeline {name!r}; choose one of {sorted(presets)}")
+    if normalize not in (None, *NORMALIZE):
+        raise ValueError(f"unknown normalize {normalize!r}; choose one of {' | '.join(NORMALIZE)} (None: the "
+                         "pipeline's own)")
     kw = presets[name] | ({"size": size} if size else {})
+    if normalize is not None:
+        kw["lcn"] = normalize == "lcn_minmax"
     return Pipeline(name=name, background=background, **kw)
