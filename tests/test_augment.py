@@ -46,7 +46,7 @@ def test_same_generator_same_batch():
 
 def test_pipeline_normalises_with_nominal_statistics():
     x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
-    p = pipeline.pipeline("fmnist").fit(x)
+    p = pipeline.pipeline("cifar10", size=28).fit(x)
     t = p.test(x)
     assert t.mean().abs() < 1e-4 and (t.std() - 1).abs() < 1e-2
 
@@ -232,3 +232,27 @@ def test_background_box_lands_on_the_same_pixels_whatever_the_crop():
         assert torch.equal(out[:, :, box], black[:, box].expand(64, -1, -1))
         # outside the box only the crop's zero padding can be black
         assert torch.isclose(out[:, :, ~box], black[:, ~box].expand(64, -1, -1)).all(dim=1).float().mean() < 0.05
+
+
+def test_lcn_minmax_normalisation_maps_the_nominal_range_to_unit_interval():
+    """normalize='lcn_minmax' (the authors' Fashion-MNIST): each image minus its mean, over its mean absolute
+    deviation, then the nominal images' min-max range -> exactly [0, 1] on them; contrast-invariant per image."""
+    x = torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8, generator=gen(1))
+    p = pipeline.pipeline("fmnist", normalize="lcn_minmax").fit(x)
+    out = p.test(x)
+    assert out.min().item() == pytest.approx(0.0, abs=1e-6) and out.max().item() == pytest.approx(1.0, abs=1e-6)
+    flat = x[:1].float() / 255
+    centred = flat - flat.mean()
+    manual = (centred / centred.abs().mean() - p.shift) / p.scale
+    torch.testing.assert_close(out[:1], manual, rtol=1e-5, atol=1e-5)
+    # a brighter, lower-contrast copy of an image normalises to the same values
+    dim = (x[:1].float() * 0.5 + 60).round().to(torch.uint8)
+    torch.testing.assert_close(p.test(dim), p.test((dim.float() - 60).mul(2).round().clamp(0, 255).to(torch.uint8)),
+                               rtol=0, atol=0.02)
+    meanstd = pipeline.pipeline("fmnist", normalize="meanstd").fit(x).test(x)
+    assert abs(meanstd.mean().item()) < 1e-4 and meanstd.std().item() == pytest.approx(1.0, abs=1e-2)
+    # the authors' code normalises Fashion-MNIST (and MVTec-AD) this way; CIFAR-10 by mean and deviation
+    assert pipeline.pipeline("fmnist").lcn and pipeline.pipeline("mvtec").lcn and not pipeline.pipeline("cifar10").lcn
+    assert not pipeline.pipeline("mvtec", normalize="meanstd").lcn
+    with pytest.raises(ValueError, match="meanstd | lcn_minmax"):
+        pipeline.pipeline("fmnist", normalize="l2")

@@ -96,3 +96,26 @@ def test_paper_sigma_formula():
 
     assert nets.paper_sigma(16) == pytest.approx(math.log(0.45 * 16 + 1) + 0.25)
     assert nets.paper_sigma(52) == 10.0
+
+
+def test_authors_hsc_32_layer_shapes():
+    """The authors' CNN32 (REFERENCE_FACTS): 5x5 convs of 32 / 64 / 128 channels, each halved by a pool, then
+    fc 2048 -> 512 with 1-D batch norm, then fc 512 -> 64."""
+    net = nets.build("hsc_32_authors").eval()
+    convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
+        (3, 32, (5, 5), (2, 2)), (32, 64, (5, 5), (2, 2)), (64, 128, (5, 5), (2, 2))]
+    assert all(c.bias is not None for c in convs)
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in net.features) == 3
+    assert net.features(torch.zeros(2, 3, 32, 32)).shape == (2, 128, 4, 4)
+    linears = [m for m in net.head if isinstance(m, torch.nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(2048, 512), (512, 64)]
+    bn = [m for m in net.head if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(bn) == 1 and bn[0].num_features == 512 and bn[0].affine and bn[0].eps == 1e-4
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 64)
+    assert nets.n_parameters(net) == 1_342_016
+    assert nets.input_spec("hsc_32_authors") == (3, 32)
+    assert nets.receptive_field(nets.build(nets.partner("hsc_32_authors")), 32) == (22, 4)
+    from oneclass.methods import fcdd
+    assert fcdd.defaults("cifar10", "hsc", official=True)["net"] == "hsc_32_authors"
+    assert fcdd.defaults("cifar10", "hsc")["net"] == "hsc_32"
