@@ -1,10 +1,10 @@
-"""FCDD's training step under the CPU speed options of issue 22: memory format (contiguous / channels_last),
-oneDNN on or off (``torch.backends.mkldnn.enabled``) and ``torch.compile`` (inductor), for the paper networks and
-the authors' wider ones.
+"""FCDD's training step, and its baselines', under the CPU speed options of issue 22: memory format (contiguous /
+channels_last), oneDNN on or off (``torch.backends.mkldnn.enabled``) and ``torch.compile`` (inductor), for the
+paper networks and the authors' wider ones, and for the HSC and AE baselines on the 32px paper convolutions.
 
     python benchmarks/fcdd_step_options.py [--device cpu] [--threads N] [--steps K] [--repeats R] [--no-compile]
 
-Each figure is the bare step (forward, FCDD loss, backward, Adam step) on one prepared normalised batch of the
+Each figure is the bare step (forward, the method's loss, backward, Adam step) on one prepared normalised batch of the
 dataset's paper batch size, in images/s: the median of ``--repeats`` rounds, the options measured in turn within
 each round (so that a busy machine slows all alike), after one warm-up round (which also compiles). The ratio is
 to the contiguous, oneDNN-on, eager step of the same network in the same run. ``--smoke`` skips ``torch.compile``
@@ -20,16 +20,18 @@ import torch
 import common
 from oneclass.methods import fcdd
 
-SETUPS = [("fmnist", "paper"), ("cifar10", "paper"), ("fmnist", "official"), ("cifar10", "official")]
+SETUPS = [("fmnist", "paper", "fcdd"), ("cifar10", "paper", "fcdd"), ("fmnist", "official", "fcdd"),
+          ("cifar10", "official", "fcdd"), ("cifar10", "paper", "hsc"), ("cifar10", "paper", "ae")]
 OPTIONS = ("contiguous", "channels_last", "no_onednn", "compile", "compile_channels_last")
 
 
-def prepared(dataset, net, device, batch):
-    """An FCDD detector of ``dataset``'s paper set-up with one normalised training batch and its labels."""
-    _, c = fcdd.input_shape(dataset)
-    size = fcdd.input_shape(dataset)[0]
+def prepared(dataset, net, method, device, batch):
+    """A detector (FCDD, HSC or AE) of ``dataset``'s paper set-up with one normalised training batch and its
+    labels."""
+    size, c = fcdd.input_shape(dataset)
     train = common.images(batch, c, size, 0, device)
-    det = fcdd.make("fcdd", dataset, net=net, seed=0, channels_last=False, outliers=common.images(64, c, size, 1),
+    oe = common.images(64, c, size, 1) if method != "ae" else None
+    det = fcdd.make(method, dataset, net=net, seed=0, channels_last=False, outliers=oe,
                     device=device).fit(train, epochs=1, progress=False)
     x = det.pipeline_.train(train, torch.Generator().manual_seed(0))
     y = (torch.rand(batch, generator=torch.Generator().manual_seed(1)) < 0.5).long().to(device)
@@ -83,9 +85,9 @@ def main():
     print(f"bare FCDD step, images/s: medians of {a.repeats} rounds of {a.steps} batches, options in turn within a "
           "round, after one warm-up round; ratio to the contiguous eager step of the same network")
     print(f"{'network':16s} {'option':24s} {'img/s':>8s} {'ratio':>6s}")
-    for dataset, net in SETUPS:
+    for dataset, net, method in SETUPS:
         batch = 16 if a.smoke else fcdd.defaults(dataset)["batch_size"]
-        det, x, y = prepared(dataset, net, device, batch)
+        det, x, y = prepared(dataset, net, method, device, batch)
         steps = {o: Step(det, x, y, o) for o in options}
         rates = {o: [] for o in options}
         for r in range(a.repeats + 1):

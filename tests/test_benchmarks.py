@@ -23,7 +23,7 @@ EXPECTED = {
     "novelty_throughput.py": ["lenet28: end to end", "lenet32: end to end"],
     "baselines_throughput.py": ["deep_svdd", "raw_ocsvm", "cae_ocsvm", "dsebm", "dagmm", "adgan (1 epoch"],
     "fcdd_mvtec_throughput.py": ["step, loss on the 28x28 map", "end to end (fit"],
-    "fcdd_step_options.py": ['fcdd_28          contiguous', 'fcdd_28          channels_last', 'fcdd_28          no_onednn', 'fcdd_32          contiguous', 'fcdd_32          channels_last', 'fcdd_32          no_onednn', 'fcdd_28_wide     contiguous', 'fcdd_28_wide     channels_last', 'fcdd_28_wide     no_onednn', 'fcdd_32_lw3k     contiguous', 'fcdd_32_lw3k     channels_last', 'fcdd_32_lw3k     no_onednn'],
+    "fcdd_step_options.py": ['fcdd_28          contiguous', 'fcdd_28          channels_last', 'fcdd_28          no_onednn', 'fcdd_32          contiguous', 'fcdd_32          channels_last', 'fcdd_32          no_onednn', 'fcdd_28_wide     contiguous', 'fcdd_28_wide     channels_last', 'fcdd_28_wide     no_onednn', 'fcdd_32_lw3k     contiguous', 'fcdd_32_lw3k     channels_last', 'fcdd_32_lw3k     no_onednn', 'hsc_32           channels_last', 'ae_32            channels_last'],
     "custom_data.py": ["pixel metrics, 4 images of 64 px: peak", "predict (scores, median of"],
 }
 NUMBER = re.compile(r"(\d+(?:\.\d+)?)")
