@@ -316,3 +316,44 @@ def test_gcn_minmax_scales_by_the_training_sets_extremes_and_is_refused_by_name(
     assert not np.allclose(det.score(test, maps=False).scores, plain.score(test, maps=False).scores)
     with pytest.raises(ValueError, match="gcn_minmax"):
         NoveltyNormalization(preprocessing="gcn")
+
+
+def test_ablation_gains_verdicts_on_a_known_table():
+    """Two readings x three Table 4 rows x two classes, 3 seeds each: the gains are the differences of the class
+    means, the standard error is sqrt(mean over classes of (std_a^2 + std_b^2) / runs / classes), and each gain's
+    verdict follows it."""
+    import math
+
+    import pandas as pd
+
+    from oneclass.methods import novelty
+
+    base = "novelty_ablation_configurations_mnist"
+    rows = []
+    # reading A: + Normalization clearly up (+0.05, se 0.0058), + NS down by less than 2 se (-0.005)
+    # reading B: + Normalization clearly down (-0.05), + NS clearly up
+    means = {"configuration=a": {"Autoencoder only": 0.90, "+ Normalization": 0.95, "+ NS": 0.945},
+             "configuration=b": {"Autoencoder only": 0.90, "+ Normalization": 0.85, "+ NS": 0.95}}
+    variant = {"Autoencoder only": "ae", "+ Normalization": "ae_norm", "+ NS": "full"}
+    paper = {"Autoencoder only": 0.9554, "+ Normalization": 0.9667, "+ NS": 0.9765}
+    for reading, per in means.items():
+        for method, m in per.items():
+            exp = f"{base}.{reading}.variant={variant[method]}"
+            for cls in ("3", "8"):
+                rows.append(dict(base=base, experiment=exp, method=method, **{"class": cls}, mean=m, std=0.01,
+                                 runs=3, paper_value=math.nan))
+            rows.append(dict(base=base, experiment=exp, method=method, **{"class": "mean"}, mean=m, std=math.nan,
+                             runs=6, paper_value=paper[method]))
+    rows.append(dict(base="other", experiment="other", method="+ NS", **{"class": "3"}, mean=0.1, std=0.0, runs=1,
+                     paper_value=math.nan))
+    out = novelty.ablation_gains(pd.DataFrame(rows), base)
+    assert list(out.index) == ["configuration=a", "configuration=b"]
+    se = math.sqrt((2 * 0.01 ** 2 / 3) / 2)
+    a, b = out.loc["configuration=a"], out.loc["configuration=b"]
+    assert a["+ Normalization gain"] == pytest.approx(0.05) and a["+ Normalization gain se"] == pytest.approx(se)
+    assert a["paper + Normalization gain"] == pytest.approx(0.0113) and a["paper + NS gain"] == pytest.approx(0.0098)
+    assert a["+ Normalization gain verdict"] == "holds" and a["+ NS gain verdict"] == "no clear gain"
+    assert b["+ Normalization gain verdict"] == "reversed" and b["+ NS gain verdict"] == "holds"
+    assert (a["classes"], a["seeds"]) == (2, 3)
+    with pytest.raises(ValueError, match="publish it first"):
+        novelty.ablation_gains(pd.DataFrame(rows), "novelty_missing")

@@ -1,12 +1,14 @@
 """*One-class anomaly detection via novelty normalization* (Wu, Lu, Fuh, Liu; paper 002).
 
 Files: ``nets`` (autoencoder, novelty-scoring head with its L0 term, batch min-max normalisation: section 3),
-``detector`` (:class:`NoveltyNormalization`, the Table 4 ablation rows, the paper's input shapes).
+``detector`` (:class:`NoveltyNormalization`, the Table 4 ablation rows, the paper's input shapes), ``claims``
+(Table 4's gains read from published results, with a verdict per reading).
 """
-from . import nets
+from . import claims, nets
+from .claims import ablation_gains
 from .detector import AE_LOSS, CONFIGURATIONS, LOAD, RECONSTRUCTION, NoveltyNormalization, input_shape
 from .nets import (ABLATION, CONFIGS, L0_MODES, NORM_STATS, NORMALIZE, BatchMinMax, L0Linear, LeNetAutoencoder,
                    NoveltyScorer)
 
-__all__ = ["AE_LOSS", "CONFIGURATIONS", "RECONSTRUCTION", "LOAD", "NoveltyNormalization", "input_shape", "ABLATION", "CONFIGS", "L0_MODES",
+__all__ = ["ablation_gains", "claims", "AE_LOSS", "CONFIGURATIONS", "RECONSTRUCTION", "LOAD", "NoveltyNormalization", "input_shape", "ABLATION", "CONFIGS", "L0_MODES",
            "NORM_STATS", "NORMALIZE", "BatchMinMax", "L0Linear", "LeNetAutoencoder", "NoveltyScorer", "nets"]
