@@ -133,3 +133,19 @@ def test_a_tree_without_split_folders_and_bad_trees(tmp_path):
         params.expand(exp, "smoke", overrides={"dataset": str(tree), "like": None})
     with pytest.raises(params.ParamsError, match="give its path"):
         params.expand(exp, "smoke", overrides={"dataset": "my_tree"})
+
+
+def test_fmnist_normalisations_reach_the_saved_model(tmp_path, data_root):
+    """params/fcdd/fmnist_normalize.yaml: each run trains with the normalisation it names, and its saved model
+    normalises that way (the authors' l1 contrast + min-max maps the nominal training images into [0, 1])."""
+    from nbrun import run_smoke
+
+    from oneclass.methods import fcdd
+
+    results = run_smoke("params/fcdd/fmnist_normalize.yaml", tmp_path, data_root=data_root)
+    models = {r["params"]["parameters"]["normalize"]: fcdd.FCDD.load(r["path"] / "model.pt") for r in results}
+    assert set(models) == {"meanstd", "lcn_minmax"}
+    assert models["lcn_minmax"].pipeline_.lcn and not models["meanstd"].pipeline_.lcn
+    assert models["lcn_minmax"].normalize == "lcn_minmax"
+    aucs = {r["params"]["parameters"]["normalize"]: r["metrics"]["auc"] for r in results}
+    assert aucs["meanstd"] != aucs["lcn_minmax"]

@@ -64,3 +64,17 @@ def test_multiclass_nominal_set(tmp_path, data_root):
         m, scores = check_run(r, 100, 32)
         # bird, cat and dog are 30 % of CIFAR-10's test split; the stratified slice keeps that share nominal
         assert (scores["anomaly"] == 0).sum() == 30
+
+
+def test_ablation_under_a_named_reading(tmp_path, data_root):
+    """params/novelty/ablation_configurations_mnist.yaml's smoke preset: Table 4's rows under the paper-as-written
+    reading, which the run folders record (configuration and the switches it sets)."""
+    from nbrun import run_smoke
+
+    results = run_smoke("params/novelty/ablation_configurations_mnist.yaml", tmp_path, data_root=data_root)
+    params = {r["params"]["parameters"]["variant"]: r["params"]["parameters"] for r in results}
+    assert set(params) == {"ae_norm", "full"}
+    assert all(p["configuration"] == "paper_as_written" for p in params.values())
+    for r in results:
+        _, scores = check_run(r, 200, 28)
+        assert ("novelty" in scores.columns) == (r["params"]["parameters"]["variant"] == "full")
