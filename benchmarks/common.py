@@ -22,6 +22,7 @@ if str(LIB) not in sys.path:
 
 import torch  # noqa: E402
 
+from oneclass import runs  # noqa: E402
 from oneclass.methods import base  # noqa: E402
 
 
@@ -46,11 +47,12 @@ def setup(args) -> torch.device:
 
 
 def describe(device: torch.device) -> str:
-    """torch version, the device (GPU name or CPU thread count and native bf16), the load average."""
+    """torch version, the device (GPU name, or CPU model, thread count and native bf16), the load average. The CPU's
+    model matters: the same option can win on one CPU and lose on another of the same machine kind."""
     if device.type == "cuda":
         where = f"{torch.cuda.get_device_name(device)} (bf16 supported: {torch.cuda.is_bf16_supported()})"
     else:
-        where = f"CPU, {torch.get_num_threads()} thread(s), native bf16: {base.cpu_has_native_bf16()}"
+        where = f"CPU {runs.cpu_model()}, {torch.get_num_threads()} thread(s), native bf16: {base.cpu_has_native_bf16()}"
     load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     auto = base.resolve_precision("auto", device)
     return f"torch {torch.__version__}, device {device} = {where}{load}; precision='auto' chooses {auto}"

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from oneclass import runs
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 # benchmark: labels of the lines whose img/s figures must be there
@@ -62,6 +64,7 @@ def test_the_blocker_blocks(tmp_path, module):
 def test_benchmark_runs_bare_and_prints_its_figures(script):
     out = smoke(script)
     assert out.startswith("torch ") and "device cpu" in out.splitlines()[0]
+    assert f"CPU {runs.cpu_model()}," in out.splitlines()[0], "the header must name the CPU model"
     for label in EXPECTED[script]:
         lines = [line for line in out.splitlines() if label in line]
         assert lines, f"{script} printed no line for {label!r}:\n{out}"
