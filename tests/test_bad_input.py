@@ -94,6 +94,14 @@ def test_vary_replaces_or_adds_an_axis():
         params.expand(exp, "quick", classes=[0], overrides={"lr": 0.1}, vary={"lr": [0.2]})
 
 
+def test_a_list_valued_axis_names_its_folders_without_quotes_and_passes_the_lists():
+    exp = params.load(FCDD)
+    specs = params.expand(exp, "quick", classes=[0], vary={"outlier_exclude": [[], ["n02085620", "cifar10_overlap"]]})
+    assert [s.experiment for s in specs] == ["fcdd_fmnist.outlier_exclude=[]",
+                                             "fcdd_fmnist.outlier_exclude=[n02085620,cifar10_overlap]"]
+    assert [s.parameters["outlier_exclude"] for s in specs] == [[], ["n02085620", "cifar10_overlap"]]
+
+
 def test_empty_data_root_without_downloads_stops_before_any_kernel(tmp_path, capsys, outputs, no_kernels,
                                                                    monkeypatch):
     monkeypatch.setenv("ONECLASS_DOWNLOAD", "0")

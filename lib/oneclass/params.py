@@ -379,6 +379,14 @@ def _resolve_classes(dataset: str, classes: Any) -> list:
     return out
 
 
+def axis_label(value) -> str:
+    """A vary value as it appears in an experiment folder's name: lists as [a,b] (no quotes, no spaces), the rest
+    as str()."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(axis_label(v) for v in value) + "]"
+    return str(value)
+
+
 def expand(exp: Experiment, preset: str, classes: list | None = None, seeds: list[int] | None = None,
            overrides: dict | None = None, vary: dict | None = None) -> list[RunSpec]:
     """All runs of one preset, validated. ``classes`` / ``seeds`` narrow the grid; ``overrides`` (``--set``) set
@@ -432,7 +440,7 @@ def expand(exp: Experiment, preset: str, classes: list | None = None, seeds: lis
     defaults = {k: d["default"] for k, d in notebook_parameters(exp.notebook).items() if k != "run_dir"}
     specs, class_key = [], class_parameter(exp.notebook)
     for combo in itertools.product(*axes) if axes else [()]:
-        name = exp.name + "".join(f".{k}={v}" for k, v in combo)
+        name = exp.name + "".join(f".{k}={axis_label(v)}" for k, v in combo)
         for cls in class_list:
             for seed in seed_list:
                 values = common | dict(combo) | {class_key: cls, "seed": seed}
