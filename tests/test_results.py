@@ -297,3 +297,12 @@ def test_publish_shows_a_short_learning_curve_and_names_a_long_one(tmp_path):
     tables.publish(outputs, tmp_path / "results" / "quick")
     md = (tmp_path / "results" / "quick" / "fcdd_fmnist.md").read_text()
     assert "Learning curves: 45 points in the run folders' curve.parquet" in md
+
+
+def test_vary_columns_split_experiment_names_into_axes_even_when_values_hold_dots():
+    frame = pd.DataFrame({"experiment": ["x.outlier_exclude=[].outlier_blur=0.6.epochs=5",
+                                         "x.outlier_exclude=[a,b].outlier_blur=0.0.epochs=40", "x"]})
+    out = tables.vary_columns(frame)
+    assert out["outlier_exclude"].tolist() == ["[]", "[a,b]", ""]
+    assert out["outlier_blur"].tolist() == ["0.6", "0.0", ""] and out["epochs"].tolist() == ["5", "40", ""]
+    assert list(out.columns) == ["experiment", "outlier_exclude", "outlier_blur", "epochs"]

@@ -698,6 +698,21 @@ def published_frame(presets=("quick", "paper"), results: str | Path | None = Non
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+def vary_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (rows of published tables, with ``experiment``) with one string column per vary axis of its
+    experiment names ('fcdd_cifar10_causes.outlier_exclude=[].outlier_blur=0.6.epochs=5' -> outlier_exclude '[]',
+    outlier_blur '0.6', epochs '5'); values may hold dots, axis names may not. Rows without an axis get ''."""
+    import re
+
+    def axes(name: str) -> dict:
+        suffix = name.split(".", 1)[1] if "." in name else ""
+        return dict(part.split("=", 1) for part in re.split(r"\.(?=[A-Za-z_]\w*=)", suffix) if part)
+
+    parsed = [axes(str(e)) for e in frame["experiment"]]
+    keys = list(dict.fromkeys(k for d in parsed for k in d))
+    return frame.assign(**{k: [d.get(k, "") for d in parsed] for k in keys})
+
+
 def published(experiments, presets=("quick", "paper"), results: str | Path | None = None):
     """The committed results of ``experiments`` (names of params files' experiments), as Markdown for a notebook's
     closing note: each ``results/<preset>/<experiment>.md`` that exists, or a line saying how to make it."""
