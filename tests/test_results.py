@@ -300,9 +300,11 @@ def test_publish_shows_a_short_learning_curve_and_names_a_long_one(tmp_path):
 
 
 def test_vary_columns_split_experiment_names_into_axes_even_when_values_hold_dots():
-    frame = pd.DataFrame({"experiment": ["x.outlier_exclude=[].outlier_blur=0.6.epochs=5",
-                                         "x.outlier_exclude=[a,b].outlier_blur=0.0.epochs=40", "x"]})
+    frame = pd.DataFrame({"experiment": ["x.method=fcdd.outlier_exclude=[].outlier_blur=0.6.epochs=5",
+                                         "x.method=hsc.outlier_exclude=[a,b].outlier_blur=0.0.epochs=40", "x"],
+                          "method": ["FCDD", "HSC", "FCDD"]})
     out = tables.vary_columns(frame)
     assert out["outlier_exclude"].tolist() == ["[]", "[a,b]", ""]
     assert out["outlier_blur"].tolist() == ["0.6", "0.0", ""] and out["epochs"].tolist() == ["5", "40", ""]
-    assert list(out.columns) == ["experiment", "outlier_exclude", "outlier_blur", "epochs"]
+    assert list(out.columns) == ["experiment", "method", "outlier_exclude", "outlier_blur", "epochs"]
+    assert out["method"].tolist() == ["FCDD", "HSC", "FCDD"], "an axis named like a column keeps the column"

@@ -701,7 +701,9 @@ def published_frame(presets=("quick", "paper"), results: str | Path | None = Non
 def vary_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (rows of published tables, with ``experiment``) with one string column per vary axis of its
     experiment names ('fcdd_cifar10_causes.outlier_exclude=[].outlier_blur=0.6.epochs=5' -> outlier_exclude '[]',
-    outlier_blur '0.6', epochs '5'); values may hold dots, axis names may not. Rows without an axis get ''."""
+    outlier_blur '0.6', epochs '5'); values may hold dots, axis names may not. Rows without an axis get ''. An
+    axis named like a column the frame has (``method``, ``dataset``) is left to that column, which already holds
+    its value in the table's own spelling."""
     import re
 
     def axes(name: str) -> dict:
@@ -709,7 +711,7 @@ def vary_columns(frame: pd.DataFrame) -> pd.DataFrame:
         return dict(part.split("=", 1) for part in re.split(r"\.(?=[A-Za-z_]\w*=)", suffix) if part)
 
     parsed = [axes(str(e)) for e in frame["experiment"]]
-    keys = list(dict.fromkeys(k for d in parsed for k in d))
+    keys = [k for k in dict.fromkeys(k for d in parsed for k in d) if k not in frame.columns]
     return frame.assign(**{k: [d.get(k, "") for d in parsed] for k in keys})
 
 
