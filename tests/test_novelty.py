@@ -357,3 +357,8 @@ def test_ablation_gains_verdicts_on_a_known_table():
     assert (a["classes"], a["seeds"]) == (2, 3)
     with pytest.raises(ValueError, match="publish it first"):
         novelty.ablation_gains(pd.DataFrame(rows), "novelty_missing")
+    # a subset of classes publishes no paper value on its mean rows: the paper's means are passed in
+    subset = pd.DataFrame(rows).assign(paper_value=math.nan)
+    assert math.isnan(novelty.ablation_gains(subset, base).loc["configuration=a", "paper + NS gain"])
+    given = novelty.ablation_gains(subset, base, paper=pd.Series(paper))
+    assert given.loc["configuration=b", "paper + Normalization gain"] == pytest.approx(0.0113)

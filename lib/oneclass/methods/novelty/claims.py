@@ -21,13 +21,15 @@ def _reading(experiment: str, base: str) -> str:
     return ".".join(parts) or "default"
 
 
-def ablation_gains(frame: pd.DataFrame, base: str, z: float = 2.0) -> pd.DataFrame:
+def ablation_gains(frame: pd.DataFrame, base: str, z: float = 2.0, paper=None) -> pd.DataFrame:
     """Per reading of ``base`` (an ablation experiment): the mean AUC over its classes of each Table 4 row, the
     gains '+ Normalization' - 'Autoencoder only' and '+ NS' - '+ Normalization' beside the paper's, and a verdict
     per gain: 'holds' (ours above zero by more than ``z`` standard errors), 'reversed' (below zero by as much) or
     'no clear gain'. The standard error of a gain comes from the seeds' standard deviation per class
     (``std`` / sqrt(``runs``) of each of the two rows, averaged over the classes); a single seed has none, and its
-    verdict says so."""
+    verdict says so. ``paper``: the paper's Table 4 value per row (a mapping or Series, e.g. from
+    ``oneclass.reported``); by default the published mean rows' ``paper_value``, which publish leaves empty when
+    the experiment ran a subset of the classes (the paper's gains are over all of them)."""
     rows = frame[(frame["base"] == base) & (frame["class"].astype(str) != "mean")]
     if rows.empty:
         raise ValueError(f"no published per-class rows of {base!r}: publish it first "
@@ -35,7 +37,9 @@ def ablation_gains(frame: pd.DataFrame, base: str, z: float = 2.0) -> pd.DataFra
     unknown = sorted(set(rows["method"]) - set(STEPS))
     if unknown:
         raise ValueError(f"{base!r} has methods {unknown} that are not Table 4's rows {list(STEPS)}")
-    paper = frame[(frame["base"] == base) & (frame["class"].astype(str) == "mean")].groupby("method")["paper_value"].first()
+    if paper is None:
+        paper = frame[(frame["base"] == base) & (frame["class"].astype(str) == "mean")].groupby("method")["paper_value"].first()
+    paper = dict(paper)
     out = []
     for reading, part in rows.assign(reading=[_reading(e, base) for e in rows["experiment"]]).groupby("reading"):
         by = part.set_index(["method", "class"])
