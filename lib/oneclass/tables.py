@@ -509,20 +509,46 @@ def clever_hans_top3(frame, dataset: str = "mnist_c", k: int = 3) -> "pd.DataFra
 
 
 def _curve_block(part: pd.DataFrame, max_points: int = 40) -> str:
-    """The learning curves of a published experiment's runs as a table (at most ``max_points`` points; longer
-    curves are named, and ``notebooks/tables.ipynb`` plots them): optimiser step, epoch, training seconds so far
-    (the monitor's own time excluded) and the test AUC on the monitor's subset."""
+    """The learning curves of a published experiment's runs as a table (at most ``max_points`` points: optimiser
+    step, epoch, training seconds so far without the monitor's own time, the test AUC on the monitor's subset);
+    longer ones one row per run (:func:`_curve_summary`), and ``notebooks/tables.ipynb`` plots them all."""
     found = curves(part)
     if found.empty:
         return ""
     if len(found) > max_points:
-        return (f"Learning curves: {len(found)} points in the run folders' curve.parquet (plotted by "
-                "`notebooks/tables.ipynb`).\n")
+        return _curve_summary(found)
     cols = [c for c in ["experiment", "class", "seed", "step", "epoch", "train_seconds", "loss", "auc", "subset",
                         "final"] if c in found] + [c for c in found if c.startswith("auc_")]
-    subset = f" on {int(found['subset'].iloc[0]):,} test images" if "subset" in found else ""
+    subset = _subset_text(found)
     return (f"## Learning curve (test AUC{subset} during training; train_seconds without the monitor's own time)"
             "\n\n" + found[cols].to_markdown(index=False, floatfmt=".4g") + "\n")
+
+
+def _subset_text(found: pd.DataFrame) -> str:
+    """' on N test images' when every run's monitor scored the same number of test images, else ''."""
+    sizes = found["subset"].dropna().unique() if "subset" in found else []
+    return f" on {int(sizes[0]):,} test images" if len(sizes) == 1 and found["subset"].notna().all() else ""
+
+
+def _curve_summary(found: pd.DataFrame, shown: int = 11) -> str:
+    """Long learning curves in one row per run: the first, the peak and the final test AUC with their epochs, and
+    up to ``shown`` points spread evenly over the run (always its last) as 'epoch: AUC'."""
+    keys = [k for k in ("experiment", "class", "seed") if k in found]
+    rows = []
+    for key, run in found.sort_values("step").groupby(keys, sort=True):
+        run = run[run["auc"].notna()]
+        if run.empty:
+            continue
+        pick = sorted(set(np.linspace(0, len(run) - 1, min(shown, len(run))).round().astype(int)))
+        peak = run.loc[run["auc"].idxmax()]
+        rows.append(dict(zip(keys, key if isinstance(key, tuple) else (key,))) | {
+            "points": len(run), "first": run["auc"].iloc[0], "peak": peak["auc"], "peak epoch": peak["epoch"],
+            "final": run["auc"].iloc[-1], "final epoch": run["epoch"].iloc[-1],
+            "curve (epoch: AUC)": ", ".join(f"{e:g}: {a:.3f}" for e, a in
+                                            zip(run["epoch"].iloc[pick], run["auc"].iloc[pick]))})
+    subset = _subset_text(found)
+    return (f"## Learning curves (test AUC{subset}; {len(found)} points in the run folders' curve.parquet, plotted by "
+            "`notebooks/tables.ipynb`)\n\n" + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4g") + "\n")
 
 
 def _clever_hans_block(part: pd.DataFrame) -> str:
