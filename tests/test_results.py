@@ -296,8 +296,8 @@ def test_publish_shows_a_short_learning_curve_and_names_a_long_one(tmp_path):
         pd.DataFrame({"step": [0, 1, 2], "epoch": [0, 1, 2], "auc": [0.5, 0.6, 0.7]}).to_parquet(path / "curve.parquet")
     path = fake_run(outputs, FMNIST_CLASSES[0], 0.8, seed=20)    # a long curve that peaks early
     epochs = np.arange(0, 101, 5)
-    pd.DataFrame({"step": epochs * 10, "epoch": epochs, "auc": np.r_[0.5, 0.9, np.full(19, 0.8)]}).to_parquet(
-        path / "curve.parquet")
+    pd.DataFrame({"step": epochs * 10, "epoch": epochs, "auc": np.r_[0.5, 0.9, np.full(19, 0.8)],
+                  "auc_probe": np.linspace(0.5, 0.99, 21)}).to_parquet(path / "curve.parquet")
     tables.publish(outputs, tmp_path / "results" / "quick")
     md = (tmp_path / "results" / "quick" / "fcdd_fmnist.md").read_text()
     assert "## Learning curves (test AUC; 66 points in the run folders' curve.parquet" in md
@@ -305,7 +305,8 @@ def test_publish_shows_a_short_learning_curve_and_names_a_long_one(tmp_path):
             if line.startswith("| fcdd_fmnist")]
     cells = next(r for r in rows if r[2] == "20")
     assert cells[3:9] == ["21", "0.5", "0.9", "5", "0.8", "100"], "points, first, peak, its epoch, final, its epoch"
-    shown = cells[9].split(", ")
+    assert cells[9] == "0.99", "the probe's final value"
+    shown = cells[10].split(", ")
     assert len(shown) == 11 and shown[0] == "0: 0.500" and shown[-1] == "100: 0.800" and "50: 0.800" in shown
 
 

@@ -531,8 +531,9 @@ def _subset_text(found: pd.DataFrame) -> str:
 
 
 def _curve_summary(found: pd.DataFrame, shown: int = 11) -> str:
-    """Long learning curves in one row per run: the first, the peak and the final test AUC with their epochs, and
-    up to ``shown`` points spread evenly over the run (always its last) as 'epoch: AUC'."""
+    """Long learning curves in one row per run: the first, the peak and the final test AUC with their epochs, the
+    final value of each probe the monitor recorded (``auc_*``), and up to ``shown`` points spread evenly over the
+    run (always its last) as 'epoch: AUC'."""
     keys = [k for k in ("experiment", "class", "seed") if k in found]
     rows = []
     for key, run in found.sort_values("step").groupby(keys, sort=True):
@@ -544,6 +545,7 @@ def _curve_summary(found: pd.DataFrame, shown: int = 11) -> str:
         rows.append(dict(zip(keys, key if isinstance(key, tuple) else (key,))) | {
             "points": len(run), "first": run["auc"].iloc[0], "peak": peak["auc"], "peak epoch": peak["epoch"],
             "final": run["auc"].iloc[-1], "final epoch": run["epoch"].iloc[-1],
+            **{f"final {c}": run[c].iloc[-1] for c in run if c.startswith("auc_")},   # probes (FCDD: train vs OE)
             "curve (epoch: AUC)": ", ".join(f"{e:g}: {a:.3f}" for e, a in
                                             zip(run["epoch"].iloc[pick], run["auc"].iloc[pick]))})
     subset = _subset_text(found)
