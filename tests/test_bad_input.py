@@ -81,6 +81,17 @@ def test_set_on_a_varied_key_narrows_the_axis_to_one_run_per_class_and_seed():
     assert {s.label for s in narrowed} <= {s.label for s in full}
 
 
+def test_set_narrows_an_axis_to_the_axis_own_spelling_of_the_value():
+    """--set outlier_blur=0 on the axis [0.0, 0.6] runs the full grid's outlier_blur=0.0 folders (a resume finds
+    them)."""
+    exp = params.load(REPO / "params" / "fcdd" / "cifar10_causes.yaml")
+    full = {s.label for s in params.expand(exp, "quick")}
+    narrowed = params.expand(exp, "quick", overrides={"outlier_blur": 0})
+    assert all(".outlier_blur=0.0." in s.experiment for s in narrowed) and len(narrowed) == 8
+    assert {s.label for s in narrowed} <= full
+    assert {type(s.parameters["outlier_blur"]) for s in narrowed} == {float}
+
+
 def test_vary_replaces_or_adds_an_axis():
     exp = params.load(FCDD)
     specs = params.expand(exp, "quick", classes=[0], vary={"lr": [0.1, 0.01]})

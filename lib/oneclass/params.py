@@ -409,7 +409,8 @@ def expand(exp: Experiment, preset: str, classes: list | None = None, seeds: lis
             raise ParamsError(f"{where}--set {key}={value!r}: {key!r} is varied by this preset over "
                               f"{axes_values[key]}; --set narrows that axis to one of its values (or use "
                               f"--vary {key}=V1,V2 to run other values)")
-        axes_values[key] = [value]
+        # the axis's own spelling (0.0 for --set x=0), so that the run folders are the full grid's
+        axes_values[key] = [next(v for v in axes_values[key] if v == value)]
     sources = {k: f"in {exp.path.name}'s params" for k in exp.raw.get("params") or {}}
     sources |= {k: f"in preset {preset!r}" for k in p.get("params") or {}}
     sources |= {k: "by --set" for k in overrides} | {k: "on the vary axis" for k in file_vary}
