@@ -172,6 +172,11 @@ def test_paper_networks_have_the_stated_depths_and_codes():
             assert m.kernel_size == (5, 5) and m.padding == (2, 2)
     out = det3.score(tiny_images(3, channels=3, size=32))
     assert out.maps.shape == (3, 32, 32) and (out.maps >= 0).all()
+    # the wider 28px readings (ours): same depth and code, the channels asked for
+    wide = NoveltyNormalization(net="lenet28_32_64", batch_size=8).fit(tiny_images(8), epochs=1)
+    convs = [m for m in wide.model_["ae"].encoder if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64] and wide.model_["ae"].encoder[-1].out_features == 32
+    assert wide.model_["ae"].encoder[-1].in_features == 64 * 7 * 7 and wide.config_["name"] == "lenet28_32_64"
 
 
 def test_ablation_variants_switch_the_modules():

@@ -19,8 +19,11 @@ ABLATION = {   # Table 4's rows: name -> (novelty_scoring, normalize)
 # LeNet-style networks of the paper's section 4.2 (Deep SVDD's conv widths): conv channels, z, NS hidden widths.
 # The paper gives the depth (two convs / two dense layers for 28 px, three / three for 32 px) and z, not the
 # widths of the NS MLP; halving widths are our choice.
+# The wider 28px ones are ours (the paper says only "similar" to Deep SVDD's network): same depth and z, more channels.
 CONFIGS = {
     "lenet28": {"channels": (8, 4), "z_dim": 32, "ns_hidden": (16,)},
+    "lenet28_16_8": {"channels": (16, 8), "z_dim": 32, "ns_hidden": (16,)},
+    "lenet28_32_64": {"channels": (32, 64), "z_dim": 32, "ns_hidden": (16,)},
     "lenet32": {"channels": (32, 64, 128), "z_dim": 64, "ns_hidden": (32, 16)},
 }
 
