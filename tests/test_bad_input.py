@@ -111,6 +111,7 @@ def test_a_list_valued_axis_names_its_folders_without_quotes_and_passes_the_list
     assert [s.experiment for s in specs] == ["fcdd_fmnist.outlier_exclude=[]",
                                              "fcdd_fmnist.outlier_exclude=[n02085620,cifar10_overlap]"]
     assert [s.parameters["outlier_exclude"] for s in specs] == [[], ["n02085620", "cifar10_overlap"]]
+    assert params.axes_of(specs[1].experiment) == {"outlier_exclude": "[n02085620,cifar10_overlap]"}
 
 
 def test_empty_data_root_without_downloads_stops_before_any_kernel(tmp_path, capsys, outputs, no_kernels,

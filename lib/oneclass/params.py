@@ -387,6 +387,17 @@ def axis_label(value) -> str:
     return str(value)
 
 
+_AXIS = re.compile(r"\.(?=[A-Za-z_]\w*=)")
+
+
+def axes_of(experiment: str) -> dict[str, str]:
+    """The vary axes an experiment folder's name holds, as :func:`expand` wrote them with :func:`axis_label`
+    ('fcdd_cifar10_causes.outlier_exclude=[].outlier_blur=0.6' -> {'outlier_exclude': '[]', 'outlier_blur': '0.6'});
+    values may hold dots, axis names may not."""
+    suffix = experiment.split(".", 1)[1] if "." in experiment else ""
+    return dict(part.split("=", 1) for part in _AXIS.split(suffix) if part)
+
+
 def expand(exp: Experiment, preset: str, classes: list | None = None, seeds: list[int] | None = None,
            overrides: dict | None = None, vary: dict | None = None) -> list[RunSpec]:
     """All runs of one preset, validated. ``classes`` / ``seeds`` narrow the grid; ``overrides`` (``--set``) set

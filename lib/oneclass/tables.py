@@ -16,7 +16,7 @@ import pandas as pd
 import json
 
 from . import metrics, reported
-from .params import CLASS_PARAMETERS
+from .params import CLASS_PARAMETERS, axes_of
 from .runs import finished_runs, outputs_root, read_run
 
 DEFAULT_TOLERANCE = 0.03
@@ -732,13 +732,7 @@ def vary_columns(frame: pd.DataFrame) -> pd.DataFrame:
     outlier_blur '0.6', epochs '5'); values may hold dots, axis names may not. Rows without an axis get ''. An
     axis named like a column the frame has (``method``, ``dataset``) is left to that column, which already holds
     its value in the table's own spelling."""
-    import re
-
-    def axes(name: str) -> dict:
-        suffix = name.split(".", 1)[1] if "." in name else ""
-        return dict(part.split("=", 1) for part in re.split(r"\.(?=[A-Za-z_]\w*=)", suffix) if part)
-
-    parsed = [axes(str(e)) for e in frame["experiment"]]
+    parsed = [axes_of(str(e)) for e in frame["experiment"]]
     keys = [k for k in dict.fromkeys(k for d in parsed for k in d) if k not in frame.columns]
     return frame.assign(**{k: [d.get(k, "") for d in parsed] for k in keys})
 

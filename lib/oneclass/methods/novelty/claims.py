@@ -15,10 +15,11 @@ import pandas as pd
 STEPS = ("Autoencoder only", "+ Normalization", "+ NS")
 
 
-def _reading(experiment: str, base: str) -> str:
+def _reading(experiment: str) -> str:
     """The experiment folder's axes other than ``variant`` ('configuration=paper_as_written'), or 'default'."""
-    parts = [p for p in experiment[len(base):].split(".") if p and not p.startswith("variant=")]
-    return ".".join(parts) or "default"
+    from ...params import axes_of   # published tables only: keeps yaml out of the detector's imports
+
+    return ".".join(f"{k}={v}" for k, v in axes_of(experiment).items() if k != "variant") or "default"
 
 
 def ablation_gains(frame: pd.DataFrame, base: str, z: float = 2.0, paper=None) -> pd.DataFrame:
@@ -41,7 +42,7 @@ def ablation_gains(frame: pd.DataFrame, base: str, z: float = 2.0, paper=None) -
         paper = frame[(frame["base"] == base) & (frame["class"].astype(str) == "mean")].groupby("method")["paper_value"].first()
     paper = dict(paper)
     out = []
-    for reading, part in rows.assign(reading=[_reading(e, base) for e in rows["experiment"]]).groupby("reading"):
+    for reading, part in rows.assign(reading=[_reading(e) for e in rows["experiment"]]).groupby("reading"):
         by = part.set_index(["method", "class"])
         classes = sorted(set(part["class"]))
         rec = {"reading": reading, "classes": len(classes), "seeds": int(part["runs"].min())}
