@@ -542,3 +542,62 @@ def test_outlier_blur_touches_the_oe_images_only(tmp_path):
     assert torch.equal(batch[y == 0], nominal[y == 0]) and 0 < int(y.sum()) < 64
     with pytest.raises(ValueError, match="outlier_blur must be >= 0"):
         fcdd.outliers("tiny_imagenet", "cifar10", root=tmp_path, blur=-1)
+
+
+# ----------------------------------------------------------------------------------------------- JPEG re-encoding
+
+def _pil_roundtrip(im: np.ndarray, quality: int) -> np.ndarray:
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(im).save(buf, "JPEG", quality=quality, subsampling="4:2:0")
+    return np.asarray(Image.open(buf))
+
+
+def test_jpeg_roundtrip_is_pils_encoder_image_by_image():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)
+    gray = rng.integers(0, 256, (2, 1, 28, 28), dtype=np.uint8)
+    for x in (rgb, gray):
+        s = data.ImageSet(torch.from_numpy(x), torch.arange(len(x)), [str(i) for i in range(len(x))], "t",
+                          anomaly=torch.tensor([0, 1] + [1] * (len(x) - 2)))
+        out = data.jpeg_roundtrip(s, 40)
+        assert out.images.shape == s.images.shape and out.images.dtype == torch.uint8
+        assert torch.equal(out.labels, s.labels) and torch.equal(out.anomaly, s.anomaly)
+        assert out.meta["jpeg_quality"] == 40 and "jpeg_quality" not in s.meta
+        for i in range(len(x)):
+            want = _pil_roundtrip(x[i].transpose(1, 2, 0).squeeze(-1) if x.shape[1] == 1 else x[i].transpose(1, 2, 0), 40)
+            got = out.images[i].permute(1, 2, 0).numpy()
+            assert np.array_equal(got.squeeze(-1) if x.shape[1] == 1 else got, want)
+    assert data.jpeg_roundtrip(s, None) is s
+
+
+def test_jpeg_error_grows_as_quality_falls_and_a_second_pass_at_the_same_quality_changes_little():
+    # smooth images with edges, like photographs: a ramp plus a bright square
+    yy, xx = np.mgrid[0:32, 0:32]
+    x = np.stack([np.stack([(xx * 4 + k * 20) % 256, (yy * 6) % 256, (xx + yy) * 3 % 256]) for k in range(4)])
+    x[:, :, 10:20, 12:22] = 250
+    s = data.ImageSet(torch.from_numpy(x.astype(np.uint8)), torch.zeros(4), ["a"], "t")
+    err = {q: (data.jpeg_roundtrip(s, q).images.float() - s.images.float()).abs().mean().item() for q in (90, 50, 10)}
+    assert 0 < err[90] < err[50] < err[10]
+    once = data.jpeg_roundtrip(s, 75)
+    twice = data.jpeg_roundtrip(once, 75)
+    first = (once.images.float() - s.images.float()).abs().mean().item()
+    second = (twice.images.float() - once.images.float()).abs().mean().item()
+    assert second < first / 3
+
+
+@pytest.mark.parametrize("quality", [0, 101, 75.0, True, "75"])
+def test_bad_jpeg_quality_is_refused_before_any_data_is_read(tmp_path, quality):
+    # tmp_path holds no dataset: the quality is checked first, so the error is about it and not about missing files
+    with pytest.raises(ValueError, match="jpeg_quality must be an integer from 1 to 100"):
+        data.one_vs_rest("cifar10", 0, root=tmp_path, jpeg_quality=quality)
+
+
+def test_one_vs_rest_re_encodes_train_and_test_and_keeps_the_split(tmp_path):
+    datagen.write_cifar10_like(tmp_path, n_per_batch=6, n_test=12)
+    plain = data.one_vs_rest("cifar10", 0, root=tmp_path)
+    jpeg = data.one_vs_rest("cifar10", 0, root=tmp_path, jpeg_quality=30)
+    for a, b in ((plain.train, jpeg.train), (plain.test, jpeg.test)):
+        assert torch.equal(a.labels, b.labels) and torch.equal(a.anomaly, b.anomaly)
+        assert b.meta["jpeg_quality"] == 30 and not torch.equal(a.images, b.images)
+        assert torch.equal(b.images, data.jpeg_roundtrip(a, 30).images)

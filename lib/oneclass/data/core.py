@@ -6,14 +6,17 @@ batches as tensor operations instead of per-sample PIL pipelines.
 from __future__ import annotations
 
 import dataclasses
+import io
 import operator
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 __all__ = [
     "ImageSet", "Split", "DatasetInfo", "DatasetMissingError", "CorruptImageError", "UnknownClassError",
@@ -315,6 +318,38 @@ def resize(images: torch.Tensor, size, mode: str = "bilinear", chunk: int = 4096
             y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out[i:i + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
     return out
+
+
+def check_jpeg_quality(quality):
+    """``quality`` if it is a JPEG quality (an integer from 1 to 100) or None; else a ValueError."""
+    if quality is not None and (isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100):
+        raise ValueError(f"jpeg_quality must be an integer from 1 to 100 (or None: no re-encoding), got {quality!r}")
+    return quality
+
+
+def jpeg_roundtrip(images: ImageSet, quality: int | None) -> ImageSet:
+    """``images`` encoded as JPEG at ``quality`` and decoded again, each image on its own (None: unchanged).
+
+    The settings are those of the project's lossy CIFAR-10 copy (PIL's baseline encoder, the standard tables
+    scaled to ``quality``, 4:2:0 chroma subsampling; one-channel images as greyscale JPEG), so a run can measure
+    what such a copy costs: on exact data (MNIST, Fashion-MNIST) it simulates the copy, and on the copy itself a
+    lower quality shows which way, and how steeply, AUCs move with the compression. Masks and labels are kept.
+    """
+    if check_jpeg_quality(quality) is None:
+        return images
+    x = images.images
+    c = x.shape[1]
+    if c not in (1, 3):
+        raise ValueError(f"JPEG holds 1- or 3-channel images, got {c} channels")
+    pixels = x.permute(0, 2, 3, 1).numpy()
+    out = np.empty_like(pixels)
+    for i, im in enumerate(pixels):
+        buf = io.BytesIO()
+        Image.fromarray(im[..., 0] if c == 1 else im).save(buf, "JPEG", quality=quality, subsampling="4:2:0")
+        dec = np.asarray(Image.open(buf))
+        out[i] = dec[..., None] if c == 1 else dec
+    meta = dict(images.meta, jpeg_quality=quality)
+    return dataclasses.replace(images, images=torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), meta=meta)
 
 
 def fit(images: ImageSet, size=None, channels=None) -> ImageSet:
