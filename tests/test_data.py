@@ -601,3 +601,26 @@ def test_one_vs_rest_re_encodes_train_and_test_and_keeps_the_split(tmp_path):
         assert torch.equal(a.labels, b.labels) and torch.equal(a.anomaly, b.anomaly)
         assert b.meta["jpeg_quality"] == 30 and not torch.equal(a.images, b.images)
         assert torch.equal(b.images, data.jpeg_roundtrip(a, 30).images)
+
+
+def test_outlier_jpeg_encodes_the_oe_pool_held_out_and_probe_images(tmp_path):
+    """outlier_jpeg_quality gives the OE the JPEG compression that the nominal images carry: pool, held-out images
+    and the probe's val images are exactly data.jpeg_roundtrip of the plain ones (after any blur)."""
+    from oneclass.methods import fcdd
+
+    datagen.write_tiny_imagenet_like(tmp_path, wnids=("n01443537", "n01629819"), n_train=4)
+    plain = fcdd.outliers("tiny_imagenet", "cifar10", exclude=[], root=tmp_path)
+    coded = fcdd.outliers("tiny_imagenet", "cifar10", exclude=[], root=tmp_path, jpeg=20)
+    assert coded.jpeg == 20 and not torch.equal(coded.images, plain.images)
+    coded_like = lambda x: data.jpeg_roundtrip(data.ImageSet(x, torch.zeros(len(x)), ["_"], "_"), 20).images
+    assert torch.equal(coded.images, coded_like(plain.images))
+    both = fcdd.outliers("tiny_imagenet", "cifar10", exclude=[], root=tmp_path, jpeg=20, blur=1.0, holdout=2)
+    blurred = fcdd.outliers("tiny_imagenet", "cifar10", exclude=[], root=tmp_path, blur=1.0, holdout=2)
+    assert torch.equal(both.images, coded_like(blurred.images)) and torch.equal(both.heldout, coded_like(blurred.heldout))
+    (images, anomaly), _ = fcdd.training_task_probe(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), coded, "cifar10",
+                                                    n=4, root=tmp_path)
+    val = data.load_outliers("tiny_imagenet", 32, 3, root=tmp_path, split="val")
+    key = lambda t: t.numpy().tobytes()
+    assert {key(t) for t in images[anomaly == 1]} <= {key(t) for t in data.jpeg_roundtrip(val, 20).images}
+    with pytest.raises(ValueError, match="outlier_jpeg_quality must be an integer from 1 to 100"):
+        fcdd.outliers("tiny_imagenet", "cifar10", root=tmp_path, jpeg=0)

@@ -426,7 +426,7 @@ def default_exclude(dataset: str, source) -> list:
 
 
 def outliers(source: str | None, dataset: str, limit: int | None = None, exclude=None, seed: int = 0,
-             root=None, holdout: int = 0, blur: float = 0.0) -> augment.Outliers | None:
+             root=None, holdout: int = 0, blur: float = 0.0, jpeg: int | None = None) -> augment.Outliers | None:
     """The outlier-exposure source of a run, at ``dataset``'s load size and channels: ``None`` / 'none' (no
     OE), 'noise' or 'blobs' (synthetic noise anomalies), 'confetti' (section 4.2's confetti noise on the nominal
     image itself), or anything ``oneclass.data.load_outliers`` takes (a
@@ -434,7 +434,10 @@ def outliers(source: str | None, dataset: str, limit: int | None = None, exclude
     further images of that source (drawn with ``seed``) are kept out of the pool, as ``.heldout``, for the
     learning curve's training-task probe (:func:`training_task_probe`). ``exclude`` None: :func:`default_exclude`.
     ``blur``: a Gaussian blur of that sigma (pixels, at the load size) on the OE images only, pool and held-out
-    alike (a cue test: Tiny ImageNet photos carry more high-frequency energy than the JPEG CIFAR-10 copy here)."""
+    alike (a cue test: Tiny ImageNet photos carry more high-frequency energy than the JPEG CIFAR-10 copy here).
+    ``jpeg``: encode the OE images (after any blur) as JPEG at that quality, pool and held-out alike
+    (``data.jpeg_roundtrip``): 75 gives them the compression of the CIFAR-10 copy here, so that the artifacts no
+    longer tell the nominal images from the OE."""
     from ... import data
 
     size, channels = input_shape(dataset)
@@ -450,6 +453,10 @@ def outliers(source: str | None, dataset: str, limit: int | None = None, exclude
         raise ValueError(f"outlier_holdout must be >= 0, got {holdout}")
     if blur < 0:
         raise ValueError(f"outlier_blur must be >= 0, got {blur}")
+    try:
+        data.core.check_jpeg_quality(jpeg)
+    except ValueError as e:
+        raise ValueError(f"outlier_{e}") from None
     if exclude is None:
         exclude = default_exclude(dataset, source)
     want = None if limit is None else limit + holdout
@@ -465,11 +472,19 @@ def outliers(source: str | None, dataset: str, limit: int | None = None, exclude
     if blur:
         pool = dataclasses.replace(pool, images=blur_images(pool.images, blur))
         heldout = None if heldout is None else blur_images(heldout, blur)
+    if jpeg is not None:
+        pool, heldout = data.jpeg_roundtrip(pool, jpeg), None if heldout is None else _jpeg_tensor(heldout, jpeg)
     oe = augment.Outliers(pool)
     # what the training-task probe needs to draw held-out images the way the pool was drawn
     oe.heldout, oe.excluded = heldout, list(pool.meta.get("excluded", []))
-    oe.source, oe.exclude, oe.blur = source, list(exclude or []), blur
+    oe.source, oe.exclude, oe.blur, oe.jpeg = source, list(exclude or []), blur, jpeg
     return oe
+
+
+def _jpeg_tensor(images: torch.Tensor, quality: int) -> torch.Tensor:
+    from ... import data
+
+    return data.jpeg_roundtrip(data.ImageSet(images, torch.zeros(len(images)), ["_"], "_"), quality).images
 
 
 def training_task_probe(train, oe, dataset: str, n: int = 500, seed: int = 0, root=None):
@@ -502,6 +517,8 @@ def training_task_probe(train, oe, dataset: str, n: int = 500, seed: int = 0, ro
             return None, f"{name}'s {splits[1]} split is not here: hold images out with outlier_holdout"
         if oe.blur:
             held = blur_images(held, oe.blur)
+        if getattr(oe, "jpeg", None) is not None:
+            held = _jpeg_tensor(held, oe.jpeg)
     nominal = train.images if hasattr(train, "images") else train
     pick = torch.randperm(len(nominal), generator=torch.Generator().manual_seed(seed))[:n]
     held = held[torch.randperm(len(held), generator=torch.Generator().manual_seed(seed + 1))[:len(pick)]]
