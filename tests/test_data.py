@@ -624,3 +624,24 @@ def test_outlier_jpeg_encodes_the_oe_pool_held_out_and_probe_images(tmp_path):
     assert {key(t) for t in images[anomaly == 1]} <= {key(t) for t in data.jpeg_roundtrip(val, 20).images}
     with pytest.raises(ValueError, match="outlier_jpeg_quality must be an integer from 1 to 100"):
         fcdd.outliers("tiny_imagenet", "cifar10", root=tmp_path, jpeg=0)
+
+
+def test_jpeg_random_orientation_encodes_each_image_turned_and_turns_it_back():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (8, 3, 16, 16), dtype=np.uint8)
+    s = data.ImageSet(torch.from_numpy(x), torch.zeros(8), ["a"], "t")
+    up, rand = data.jpeg_roundtrip(s, 30), data.jpeg_roundtrip(s, 30, "random", seed=3)
+    turns = np.random.default_rng(3).integers(0, 4, (8, 2))
+    drawn = {(int(k), int(m) % 2) for k, m in turns}
+    assert (0, 0) in drawn and len(drawn) > 2      # this seed draws the upright case and turned ones
+    for i, (k, m) in enumerate(turns):
+        im = x[i].transpose(1, 2, 0)
+        im = np.rot90(im[:, ::-1] if m % 2 else im, k)
+        want = np.rot90(_pil_roundtrip(np.ascontiguousarray(im), 30), -k)
+        want = want[:, ::-1] if m % 2 else want
+        assert np.array_equal(rand.images[i].permute(1, 2, 0).numpy(), want)
+        if k == 0 and m % 2 == 0:        # drawn upright: encoded exactly as the upright pass encodes it
+            assert torch.equal(rand.images[i], up.images[i])
+    assert rand.meta["jpeg_orientation"] == "random"
+    with pytest.raises(ValueError, match="orientation must be 'upright' or 'random'"):
+        data.jpeg_roundtrip(s, 30, "sideways")

@@ -100,16 +100,21 @@ def _as_list(normal) -> list:
 
 
 def one_vs_rest(dataset: str, normal, root=None, size=None, channels=None, *, download=None,
-                skip_corrupt: bool = False, jpeg_quality: int | None = None) -> Split:
+                skip_corrupt: bool = False, jpeg_quality: int | None = None,
+                jpeg_orientation: str = "upright") -> Split:
     """The one-vs-rest protocol: ``normal`` classes (one, or a list for a multi-class nominal set) are normal.
 
     ``train`` holds the training images of the normal classes only (anomaly 0); ``test`` is the whole test
     split with ``anomaly`` = 1 for every image outside the normal classes. For MVTec, ``normal`` is one
     category: train = its train/good, test = its whole test folder with the defect labels.
     ``jpeg_quality``: re-encode the train and test images as JPEG at that quality (:func:`core.jpeg_roundtrip`),
-    after resizing: a measurement of what a lossy copy of the dataset costs, not a paper's pre-processing.
+    after resizing: a measurement of what a lossy copy of the dataset costs, not a paper's pre-processing;
+    ``jpeg_orientation`` 'random' encodes each image turned and mirrored at random (train and test drawn apart).
     """
     check_jpeg_quality(jpeg_quality)
+    if jpeg_orientation not in ("upright", "random"):
+        raise ValueError(f"jpeg_orientation must be 'upright' or 'random', got {jpeg_orientation!r}")
+    code = lambda images, seed: jpeg_roundtrip(images, jpeg_quality, jpeg_orientation, seed)
     name, root = source(dataset, root)
     test_split = DATASETS[name].test_split
     if test_split is None:
@@ -125,9 +130,8 @@ def one_vs_rest(dataset: str, normal, root=None, size=None, channels=None, *, do
         if len(ids) != 1:
             raise ValueError(f"MVTec one-vs-rest takes exactly one category, got {[names[i] for i in ids]}")
         cat = names[ids[0]]
-        return Split(jpeg_roundtrip(load_mvtec(cat, "train", skip_corrupt=skip_corrupt, **opts), jpeg_quality),
-                     jpeg_roundtrip(load_mvtec(cat, "test", skip_corrupt=skip_corrupt, **opts), jpeg_quality),
-                     ids, [cat])
+        return Split(code(load_mvtec(cat, "train", skip_corrupt=skip_corrupt, **opts), 0),
+                     code(load_mvtec(cat, "test", skip_corrupt=skip_corrupt, **opts), 1), ids, [cat])
     if len(ids) == len(names):
         raise ValueError(f"every class of {name!r} is in the nominal set, so the test set has no anomalies")
     opts.update(download=download, skip_corrupt=skip_corrupt)
@@ -140,8 +144,7 @@ def one_vs_rest(dataset: str, normal, root=None, size=None, channels=None, *, do
     train.anomaly = torch.zeros(len(train), dtype=torch.int64)
     test = load(name, test_split, **opts)
     test = dataclasses.replace(test, anomaly=(~torch.isin(test.labels, normal_ids)).long())
-    return Split(jpeg_roundtrip(train, jpeg_quality), jpeg_roundtrip(test, jpeg_quality), ids,
-                 [train.classes[i] for i in ids])
+    return Split(code(train, 0), code(test, 1), ids, [train.classes[i] for i in ids])
 
 
 def subsample(images: ImageSet, limit: int | None, seed: int = 0) -> ImageSet:

@@ -327,14 +327,21 @@ def check_jpeg_quality(quality):
     return quality
 
 
-def jpeg_roundtrip(images: ImageSet, quality: int | None) -> ImageSet:
+def jpeg_roundtrip(images: ImageSet, quality: int | None, orientation: str = "upright", seed: int = 0) -> ImageSet:
     """``images`` encoded as JPEG at ``quality`` and decoded again, each image on its own (None: unchanged).
 
     The settings are those of the project's lossy CIFAR-10 copy (PIL's baseline encoder, the standard tables
     scaled to ``quality``, 4:2:0 chroma subsampling; one-channel images as greyscale JPEG), so a run can measure
     what such a copy costs: on exact data (MNIST, Fashion-MNIST) it simulates the copy, and on the copy itself a
     lower quality shows which way, and how steeply, AUCs move with the compression. Masks and labels are kept.
+
+    ``orientation``: 'upright' encodes each image as it is, like the copy; 'random' encodes it turned by a random
+    multiple of 90 degrees and mirrored at random (``seed``), then turns it back. The standard quantisation tables
+    treat horizontal and vertical frequencies differently, so upright artifacts tell which way up an image is;
+    randomly oriented ones do not (a test of GEOM's rotation task on the JPEG copy).
     """
+    if orientation not in ("upright", "random"):
+        raise ValueError(f"jpeg orientation must be 'upright' or 'random', got {orientation!r}")
     if check_jpeg_quality(quality) is None:
         return images
     x = images.images
@@ -343,12 +350,17 @@ def jpeg_roundtrip(images: ImageSet, quality: int | None) -> ImageSet:
         raise ValueError(f"JPEG holds 1- or 3-channel images, got {c} channels")
     pixels = x.permute(0, 2, 3, 1).numpy()
     out = np.empty_like(pixels)
+    turns = np.random.default_rng(seed).integers(0, 4, (len(pixels), 2)) if orientation == "random" else None
     for i, im in enumerate(pixels):
+        k, mirror = (0, 0) if turns is None else (int(turns[i, 0]), int(turns[i, 1]) % 2)
+        im = np.rot90(im[:, ::-1] if mirror else im, k)
         buf = io.BytesIO()
-        Image.fromarray(im[..., 0] if c == 1 else im).save(buf, "JPEG", quality=quality, subsampling="4:2:0")
+        Image.fromarray(np.ascontiguousarray(im[..., 0] if c == 1 else im)).save(buf, "JPEG", quality=quality,
+                                                                                 subsampling="4:2:0")
         dec = np.asarray(Image.open(buf))
-        out[i] = dec[..., None] if c == 1 else dec
-    meta = dict(images.meta, jpeg_quality=quality)
+        dec = np.rot90(dec[..., None] if c == 1 else dec, -k)
+        out[i] = dec[:, ::-1] if mirror else dec
+    meta = dict(images.meta, jpeg_quality=quality, jpeg_orientation=orientation)
     return dataclasses.replace(images, images=torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), meta=meta)
 
 
