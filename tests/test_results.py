@@ -319,3 +319,19 @@ def test_vary_columns_split_experiment_names_into_axes_even_when_values_hold_dot
     assert out["outlier_blur"].tolist() == ["0.6", "0.0", ""] and out["epochs"].tolist() == ["5", "40", ""]
     assert list(out.columns) == ["experiment", "method", "outlier_exclude", "outlier_blur", "epochs"]
     assert out["method"].tolist() == ["FCDD", "HSC", "FCDD"], "an axis named like a column keeps the column"
+
+
+def test_vary_grid_pivots_one_experiment_and_sorts_numeric_axes_as_numbers():
+    exp = "x.jpeg_quality={q}.epochs={e}"
+    rows = [(exp.format(q=q, e=e), c, m, 0.5 + 0.01 * i)
+            for i, (q, e, c, m) in enumerate([("None", 5, "cat", "auc"), ("None", 40, "cat", "auc"),
+                                             ("25", 5, "cat", "auc"), ("25", 40, "cat", "auc"),
+                                             ("25", 40, "cat", "aupr_in")])]
+    frame = pd.DataFrame(rows, columns=["experiment", "class", "metric", "mean"]).assign(base="x")
+    other = frame.assign(base="y", mean=0.0)
+    grid = tables.vary_grid(pd.concat([frame, other]), "x", "jpeg_quality", ["epochs", "class"])
+    assert list(grid.columns) == [(5, "cat"), (40, "cat")], "epochs as numbers: 5 before 40"
+    assert list(grid.index) == ["25", "None"], "a mixed axis stays as written"
+    assert grid.loc["None", (40, "cat")] == pytest.approx(0.51) and grid.loc["25", (5, "cat")] == pytest.approx(0.52)
+    assert tables.vary_grid(frame, "z", "jpeg_quality", "class") is None
+    assert tables.vary_grid(pd.DataFrame(), "x", "jpeg_quality", "class") is None

@@ -737,6 +737,21 @@ def vary_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**{k: [d.get(k, "") for d in parsed] for k in keys})
 
 
+def vary_grid(frame: pd.DataFrame, base: str, index, columns, metric: str = "auc", value: str = "mean"):
+    """One published experiment's ``value`` of ``metric`` as a grid: its vary axes (and table columns such as
+    ``class``) on ``index`` and ``columns``. An axis whose values are all numbers sorts as numbers (epochs 5 before
+    40); other values ('None', '[]') stay as written. None when ``frame`` has no such rows."""
+    rows = frame[(frame["base"] == base) & (frame["metric"] == metric)] if len(frame) else frame
+    if not len(rows):
+        return None
+    rows = vary_columns(rows)
+    for col in [c for c in [*np.atleast_1d(index), *np.atleast_1d(columns)] if c in rows]:
+        as_number = pd.to_numeric(rows[col], errors="coerce")
+        if as_number.notna().all():
+            rows = rows.assign(**{col: as_number})
+    return rows.pivot_table(index=index, columns=columns, values=value)
+
+
 def published(experiments, presets=("quick", "paper"), results: str | Path | None = None):
     """The committed results of ``experiments`` (names of params files' experiments), as Markdown for a notebook's
     closing note: each ``results/<preset>/<experiment>.md`` that exists, or a line saying how to make it."""
