@@ -13,7 +13,7 @@ download fails) DatasetMissingError says which files to put where. Nothing is ev
 from .api import classes, load, nominal_classes, one_vs_rest, require, resolve_class, source, subsample
 from .catalog import DATASETS, IMAGENET30_CLASSES, canonical
 from .core import (CorruptImageError, DatasetInfo, DatasetMissingError, ImageSet, Split, UnknownClassError,
-                   class_slug, data_root, jpeg_roundtrip, match_class, resize, to_channels)
+                   class_slug, data_root, jpeg_images, jpeg_roundtrip, match_class, resize, to_channels)
 from .folders import decode_images, list_images
 from .idx import read_idx
 from .mvtec import (category_folder, is_path_category, load_mvtec, load_mvtec_folder, load_mvtec_masks, mvtec_categories, mvtec_masks,
@@ -27,5 +27,5 @@ __all__ = [
     "subsample",
     "load_mvtec", "load_mvtec_folder", "is_path_category", "category_folder", "mvtec_categories", "semi_supervised_split", "load_mvtec_masks", "mvtec_masks", "ImageSet", "Split", "DatasetInfo",
     "DatasetMissingError", "CorruptImageError", "UnknownClassError", "canonical", "match_class",
-    "IMAGENET30_CLASSES", "jpeg_roundtrip", "resize", "to_channels", "read_idx", "list_images", "decode_images",
+    "IMAGENET30_CLASSES", "jpeg_images", "jpeg_roundtrip", "resize", "to_channels", "read_idx", "list_images", "decode_images",
 ]

@@ -8,7 +8,7 @@ import torch
 
 from .catalog import DATASETS, IMAGENET30_CLASSES, canonical
 from .cifar import _LAYOUT as _CIFAR_LAYOUT, load_cifar
-from .core import (ImageSet, Split, check_channels, check_jpeg_quality, check_size, data_root, fit, jpeg_roundtrip,
+from .core import (ImageSet, Split, check_channels, check_jpeg, check_size, data_root, fit, jpeg_roundtrip,
                    match_class, valid_classes)
 from .download import ensure
 from .folders import folder_classes, load_folder_dataset, tree_has_splits
@@ -111,9 +111,7 @@ def one_vs_rest(dataset: str, normal, root=None, size=None, channels=None, *, do
     after resizing: a measurement of what a lossy copy of the dataset costs, not a paper's pre-processing;
     ``jpeg_orientation`` 'random' encodes each image turned and mirrored at random (train and test drawn apart).
     """
-    check_jpeg_quality(jpeg_quality)
-    if jpeg_orientation not in ("upright", "random"):
-        raise ValueError(f"jpeg_orientation must be 'upright' or 'random', got {jpeg_orientation!r}")
+    check_jpeg(jpeg_quality, jpeg_orientation)
     code = lambda images, seed: jpeg_roundtrip(images, jpeg_quality, jpeg_orientation, seed)
     name, root = source(dataset, root)
     test_split = DATASETS[name].test_split

@@ -320,11 +320,40 @@ def resize(images: torch.Tensor, size, mode: str = "bilinear", chunk: int = 4096
     return out
 
 
-def check_jpeg_quality(quality):
-    """``quality`` if it is a JPEG quality (an integer from 1 to 100) or None; else a ValueError."""
+JPEG_ORIENTATIONS = ("upright", "random")
+
+
+def check_jpeg(quality, orientation: str = "upright", name: str = "jpeg_quality"):
+    """``quality`` if it is a JPEG quality (an integer from 1 to 100) or None and ``orientation`` one of
+    :data:`JPEG_ORIENTATIONS`; else a ValueError naming the parameter (``name``)."""
     if quality is not None and (isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100):
-        raise ValueError(f"jpeg_quality must be an integer from 1 to 100 (or None: no re-encoding), got {quality!r}")
+        raise ValueError(f"{name} must be an integer from 1 to 100 (or None: no re-encoding), got {quality!r}")
+    if orientation not in JPEG_ORIENTATIONS:
+        raise ValueError(f"jpeg_orientation must be {' or '.join(map(repr, JPEG_ORIENTATIONS))}, got {orientation!r}")
     return quality
+
+
+def jpeg_images(x: torch.Tensor, quality: int, orientation: str = "upright", seed: int = 0) -> torch.Tensor:
+    """uint8 images (N, C, H, W) with C 1 or 3, each encoded as JPEG at ``quality`` and decoded again (on the CPU,
+    where PIL works), on the device of ``x``; ``quality`` None: ``x`` unchanged. See :func:`jpeg_roundtrip`."""
+    if check_jpeg(quality, orientation) is None:
+        return x
+    c = x.shape[1]
+    if c not in (1, 3):
+        raise ValueError(f"JPEG holds 1- or 3-channel images, got {c} channels")
+    pixels = x.permute(0, 2, 3, 1).cpu().numpy()
+    out = np.empty_like(pixels)
+    turns = np.random.default_rng(seed).integers(0, 4, (len(pixels), 2)) if orientation == "random" else None
+    for i, im in enumerate(pixels):
+        k, mirror = (0, 0) if turns is None else (int(turns[i, 0]), int(turns[i, 1]) % 2)
+        im = np.rot90(im[:, ::-1] if mirror else im, k)
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(im[..., 0] if c == 1 else im)).save(buf, "JPEG", quality=quality,
+                                                                                 subsampling="4:2:0")
+        dec = np.asarray(Image.open(buf))
+        dec = np.rot90(dec[..., None] if c == 1 else dec, -k)
+        out[i] = dec[:, ::-1] if mirror else dec
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().to(x.device)
 
 
 def jpeg_roundtrip(images: ImageSet, quality: int | None, orientation: str = "upright", seed: int = 0) -> ImageSet:
@@ -340,28 +369,10 @@ def jpeg_roundtrip(images: ImageSet, quality: int | None, orientation: str = "up
     treat horizontal and vertical frequencies differently, so upright artifacts tell which way up an image is;
     randomly oriented ones do not (a test of GEOM's rotation task on the JPEG copy).
     """
-    if orientation not in ("upright", "random"):
-        raise ValueError(f"jpeg orientation must be 'upright' or 'random', got {orientation!r}")
-    if check_jpeg_quality(quality) is None:
+    if check_jpeg(quality, orientation) is None:
         return images
-    x = images.images
-    c = x.shape[1]
-    if c not in (1, 3):
-        raise ValueError(f"JPEG holds 1- or 3-channel images, got {c} channels")
-    pixels = x.permute(0, 2, 3, 1).numpy()
-    out = np.empty_like(pixels)
-    turns = np.random.default_rng(seed).integers(0, 4, (len(pixels), 2)) if orientation == "random" else None
-    for i, im in enumerate(pixels):
-        k, mirror = (0, 0) if turns is None else (int(turns[i, 0]), int(turns[i, 1]) % 2)
-        im = np.rot90(im[:, ::-1] if mirror else im, k)
-        buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(im[..., 0] if c == 1 else im)).save(buf, "JPEG", quality=quality,
-                                                                                 subsampling="4:2:0")
-        dec = np.asarray(Image.open(buf))
-        dec = np.rot90(dec[..., None] if c == 1 else dec, -k)
-        out[i] = dec[:, ::-1] if mirror else dec
     meta = dict(images.meta, jpeg_quality=quality, jpeg_orientation=orientation)
-    return dataclasses.replace(images, images=torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), meta=meta)
+    return dataclasses.replace(images, images=jpeg_images(images.images, quality, orientation, seed), meta=meta)
 
 
 def fit(images: ImageSet, size=None, channels=None) -> ImageSet:

@@ -453,10 +453,7 @@ def outliers(source: str | None, dataset: str, limit: int | None = None, exclude
         raise ValueError(f"outlier_holdout must be >= 0, got {holdout}")
     if blur < 0:
         raise ValueError(f"outlier_blur must be >= 0, got {blur}")
-    try:
-        data.core.check_jpeg_quality(jpeg)
-    except ValueError as e:
-        raise ValueError(f"outlier_{e}") from None
+    data.core.check_jpeg(jpeg, name="outlier_jpeg_quality")
     if exclude is None:
         exclude = default_exclude(dataset, source)
     want = None if limit is None else limit + holdout
@@ -473,18 +470,12 @@ def outliers(source: str | None, dataset: str, limit: int | None = None, exclude
         pool = dataclasses.replace(pool, images=blur_images(pool.images, blur))
         heldout = None if heldout is None else blur_images(heldout, blur)
     if jpeg is not None:
-        pool, heldout = data.jpeg_roundtrip(pool, jpeg), None if heldout is None else _jpeg_tensor(heldout, jpeg)
+        pool, heldout = data.jpeg_roundtrip(pool, jpeg), None if heldout is None else data.jpeg_images(heldout, jpeg)
     oe = augment.Outliers(pool)
     # what the training-task probe needs to draw held-out images the way the pool was drawn
     oe.heldout, oe.excluded = heldout, list(pool.meta.get("excluded", []))
     oe.source, oe.exclude, oe.blur, oe.jpeg = source, list(exclude or []), blur, jpeg
     return oe
-
-
-def _jpeg_tensor(images: torch.Tensor, quality: int) -> torch.Tensor:
-    from ... import data
-
-    return data.jpeg_roundtrip(data.ImageSet(images, torch.zeros(len(images)), ["_"], "_"), quality).images
 
 
 def training_task_probe(train, oe, dataset: str, n: int = 500, seed: int = 0, root=None):
@@ -518,7 +509,7 @@ def training_task_probe(train, oe, dataset: str, n: int = 500, seed: int = 0, ro
         if oe.blur:
             held = blur_images(held, oe.blur)
         if getattr(oe, "jpeg", None) is not None:
-            held = _jpeg_tensor(held, oe.jpeg)
+            held = data.jpeg_images(held, oe.jpeg)
     nominal = train.images if hasattr(train, "images") else train
     pick = torch.randperm(len(nominal), generator=torch.Generator().manual_seed(seed))[:n]
     held = held[torch.randperm(len(held), generator=torch.Generator().manual_seed(seed + 1))[:len(pick)]]
