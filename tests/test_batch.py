@@ -210,3 +210,31 @@ def test_redo_that_fails_leaves_the_finished_result_in_place(outputs):
     assert finished(outputs) == {"1/seed_0"}
     assert sorted(p.name for p in Path(done.path).parent.iterdir() if not p.name.startswith(".")) == [
         "seed_0", "seed_0.failed"]
+
+
+@pytest.mark.parametrize("text, values", [
+    ("0.1,0.3", [0.1, 0.3]),
+    ("[[8, 4], [16, 8]]", [[8, 4], [16, 8]]),      # values holding commas: one YAML list
+    ("[[8, 4]]", [[8, 4]]),                         # a single list value
+    ("[0.1, none, gcn_minmax]", [0.1, "none", "gcn_minmax"]),
+])
+def test_vary_values_split_on_commas_or_read_one_yaml_list(text, values):
+    assert batch.vary_values("k", text) == values
+
+
+@pytest.mark.parametrize("text, expected", [("[[8, 4], [16, 8]", "not a YAML list"),
+                                            ("[]", "one non-empty YAML list")])
+def test_vary_bracketed_values_that_are_not_a_list_are_refused_with_the_form_to_use(text, expected):
+    with pytest.raises(params.ParamsError, match=expected) as err:
+        batch.vary_values("channels", text)
+    assert "--vary 'channels=[[8, 4], [16, 8]]'" in str(err.value)
+
+
+def test_dry_run_with_a_bracketed_vary_lists_one_experiment_per_value(outputs):
+    proc = cli("--classes", "0", "--seeds", "0", "--vary", "shift=[1.5, 2.5]", "--dry-run", outputs=outputs)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert out.split() == ["toy.shift=1.5/mnist/0/seed_0", "toy.shift=2.5/mnist/0/seed_0"]
+    bad = cli("--vary", "shift=[1.5, 2.5", "--dry-run", outputs=outputs)
+    out, _ = bad.communicate(timeout=60)
+    assert bad.returncode == 2 and "not a YAML list" in out and not outputs.exists()

@@ -290,6 +290,23 @@ def run_batch(specs: list[P.RunSpec], outputs: str | None = None, jobs: int = 1,
     return results
 
 
+def vary_values(key: str, text: str) -> list:
+    """The values of one ``--vary KEY=...``: comma-separated YAML values ('0.1,0.3' -> [0.1, 0.3]), or, when the
+    text starts with '[', one YAML list whose items are the values, so that values may hold commas
+    ('[[8, 4], [16, 8]]' -> [[8, 4], [16, 8]]; '[[8, 4]]' is the single value [8, 4])."""
+    if not text.lstrip().startswith("["):
+        return [yaml.safe_load(v) for v in text.split(",")]
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise P.ParamsError(f"--vary {key}={text}: not a YAML list ({str(err).splitlines()[0]}); write the values as "
+                            f"one list, e.g. --vary '{key}=[[8, 4], [16, 8]]'") from None
+    if not isinstance(values, list) or not values:
+        raise P.ParamsError(f"--vary {key}={text}: the bracketed form is one non-empty YAML list of the values, "
+                            f"e.g. --vary '{key}=[[8, 4], [16, 8]]'")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m oneclass.batch", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -305,8 +322,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="override a notebook parameter (a YAML value), e.g. --set epochs=3; repeat for more; on a "
                          "key the preset varies, narrows that axis to the value")
     ap.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2",
-                    help="run every value of a parameter (YAML values, comma-separated), replacing the preset's "
-                         "axis for that key or adding one")
+                    help="run every value of a parameter (YAML values, comma-separated, or one YAML list such as "
+                         "'channels=[[8, 4], [16, 8]]' when the values hold commas), replacing the preset's axis "
+                         "for that key or adding one")
     ap.add_argument("--executor", default="local", choices=("local", "dask"))
     ap.add_argument("--scheduler", help="dask scheduler address for --executor dask")
     ap.add_argument("--dry-run", action="store_true", help="list the runs and exit")
@@ -326,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             key, sep, values = item.partition("=")
             if not sep or not values:
                 raise P.ParamsError(f"--vary takes KEY=V1,V2,..., got {item!r}")
-            vary[key] = [yaml.safe_load(v) for v in values.split(",")]
+            vary[key] = vary_values(key, values)
         classes = [int(c) if c.isdigit() else c for c in args.classes] if args.classes else None
         experiments = [P.load(p) for p in args.params]
         specs = [s for e in experiments for s in P.expand(e, args.preset, classes, args.seeds, overrides, vary)]
