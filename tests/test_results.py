@@ -75,6 +75,20 @@ def test_publish_writes_each_experiment_with_its_provenance_and_an_index(tmp_pat
     assert len(index) == 1 and index["mean"].iloc[0] == pytest.approx(mean["mean"])
 
 
+def test_publishing_outside_results_writes_the_tables_and_leaves_the_readmes_alone(tmp_path, monkeypatch, capsys):
+    """A table published to a scratch folder must not regenerate the READMEs from that folder's few files."""
+    outputs = tmp_path / "outputs" / "quick"
+    fake_run(outputs, FMNIST_CLASSES[0], 0.8)
+    calls = []
+    monkeypatch.setattr(tables, "update_readmes", lambda *a, **k: calls.append((a, k)) or [])
+    assert tables.main(["--publish", str(outputs), str(tmp_path / "scratch" / "quick")]) == 0
+    assert (tmp_path / "scratch" / "quick" / "fcdd_fmnist.md").is_file() and calls == []
+    assert "READMEs left as they are" in capsys.readouterr().out
+    monkeypatch.setenv(tables.RESULTS_ENV, str(tmp_path / "scratch"))       # the checkout's results folder
+    assert tables.main(["--publish", str(outputs), str(tmp_path / "scratch" / "quick")]) == 0
+    assert len(calls) == 1
+
+
 def test_publish_refuses_runs_of_several_commits_or_uncommitted_code(tmp_path):
     outputs = tmp_path / "quick"
     fake_run(outputs, "Coat", 0.8, commit=COMMIT)

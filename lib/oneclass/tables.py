@@ -866,6 +866,12 @@ def main(argv=None) -> int:
         except ValueError as e:
             print(f"error: {e}")
             return 2
+    if args.publish and Path(args.publish[1]).resolve().parent != results_root().resolve():
+        # the READMEs show this checkout's results/: a table published elsewhere (a scratch folder) must not
+        # rewrite them from that folder's few files
+        print(f"READMEs left as they are: {Path(args.publish[1]).parent} is not this checkout's results folder "
+              f"({results_root()})")
+        return 0
     if args.publish or args.readme or args.check:
         stale = update_readmes(results=Path(args.publish[1]).parent if args.publish else None, check=args.check)
         for f in stale:
