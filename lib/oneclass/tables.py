@@ -873,7 +873,7 @@ def main(argv=None) -> int:
               f"({results_root()})")
         return 0
     if args.publish or args.readme or args.check:
-        stale = update_readmes(results=Path(args.publish[1]).parent if args.publish else None, check=args.check)
+        stale = update_readmes(check=args.check)
         for f in stale:
             print(("stale: " if args.check else "updated: ") + str(f))
         return 1 if args.check and stale else 0
