@@ -197,6 +197,19 @@ def test_same_seed_same_scores_and_other_seed_differs():
     assert np.array_equal(a, b) and not np.allclose(a, c)
 
 
+def test_step_decay_counts_epochs_by_default_and_optimiser_steps_when_asked():
+    """Section 4.2's 'decays ... 0.1 for every 30 steps': x lr_gamma every lr_step epochs, or every lr_step optimiser
+    steps. 21 images in batches of 4: 5 steps an epoch (the last batch of one is skipped)."""
+    x = tiny_images(21)
+    by_epoch = NoveltyNormalization(batch_size=4, lr=1.0, lr_step=1, seed=0).fit(x, epochs=3)
+    assert [h["lr"] for h in by_epoch.history_] == pytest.approx([1.0, 0.1, 0.01])
+    by_step = NoveltyNormalization(batch_size=4, lr=1.0, lr_step=2, lr_step_unit="step", seed=0).fit(x, epochs=2)
+    # after 5 steps the milestones 2 and 4 have passed; after 10, also 6 and 8
+    assert [h["lr"] for h in by_step.history_] == pytest.approx([1e-2, 1e-4])
+    with pytest.raises(ValueError, match="lr_step_unit.*epoch"):
+        NoveltyNormalization(lr_step_unit="batch")
+
+
 def test_bad_input_errors_name_the_fix():
     det = NoveltyNormalization(batch_size=4)
     with pytest.raises(RuntimeError, match="fit"):

@@ -75,6 +75,20 @@ def test_publish_writes_each_experiment_with_its_provenance_and_an_index(tmp_pat
     assert len(index) == 1 and index["mean"].iloc[0] == pytest.approx(mean["mean"])
 
 
+def test_publish_flags_with_the_tolerance_the_params_file_states(tmp_path):
+    """A params file's ``reported.tolerance`` decides the flag in the published table, not the default 0.03."""
+    raw = yaml.safe_load(FMNIST.read_text())
+    raw["reported"]["tolerance"] = 0.05
+    loose = tmp_path / "fmnist_loose.yaml"
+    loose.write_text(yaml.safe_dump(raw))
+    for params_file, name in ((FMNIST, "default"), (loose, "loose")):
+        fake_run(tmp_path / name / "quick", "Coat", 0.82, params_file=params_file)   # paper 0.86: diff -0.04
+        tables.publish(tmp_path / name / "quick", tmp_path / name / "results")
+    flag = {name: pd.read_csv(tmp_path / name / "results" / "fcdd_fmnist.csv").set_index("class").loc["Coat", "flag"]
+            for name in ("default", "loose")}
+    assert flag["default"] == "outside ±0.03" and (pd.isna(flag["loose"]) or flag["loose"] == "")
+
+
 def test_publishing_outside_results_writes_the_tables_and_leaves_the_readmes_alone(tmp_path, monkeypatch, capsys):
     """A table published to a scratch folder must not regenerate the READMEs from that folder's few files."""
     outputs = tmp_path / "outputs" / "quick"

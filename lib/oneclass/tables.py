@@ -610,6 +610,15 @@ def _budget(params_file, preset: str) -> str:
     return "; ".join(spec.get("deviations") or []) or str(spec.get("description") or "")
 
 
+def _tolerance(params_file) -> float:
+    """The tolerance the experiment's params file states under ``reported`` (the default when it states none)."""
+    import yaml
+
+    path = Path(params_file or "")
+    raw = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return float((raw.get("reported") or {}).get("tolerance", DEFAULT_TOLERANCE))
+
+
 def experiment_summary(frame: pd.DataFrame, tolerance: float | None = None) -> pd.DataFrame:
     """Every reported metric of one experiment's runs in one long table (one ``metric`` per block)."""
     metrics = [m for m in dict.fromkeys(m for ms in frame["report_metrics"] for m in ms.split(",")) if m in frame]
@@ -675,7 +684,7 @@ def publish(source: str | Path, target: str | Path, allow_dirty: bool = False,
     target.mkdir(parents=True, exist_ok=True)
     written, index = [], []
     for exp, part in frame.groupby("base", sort=True):
-        summary = experiment_summary(part)
+        summary = experiment_summary(part, _tolerance(part["params_file"].iloc[0]))
         if summary.empty:
             continue
         preset = str(part["preset"].iloc[0])

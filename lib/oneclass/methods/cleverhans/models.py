@@ -160,8 +160,8 @@ class KDE(Detector):
 
 class LeNetAE(nn.Module):
     """MNIST-C autoencoder: two 5x5 conv + max-pool blocks (16 and 32 channels), two dense layers to a 64-d code
-    (1568 -> 128 -> 64, the widths of Deep SAD's MNIST LeNet; the paper gives only the layout); the decoder
-    mirrors it with upsampling and transposed convolutions."""
+    (1568 -> 128 -> 64, the widths of Deep SAD's Fashion-MNIST LeNet, without its batch norm and leaky ReLU; the
+    paper gives only the layout); the decoder mirrors it with upsampling and transposed convolutions."""
 
     def __init__(self, channels: int = 1, size: int = 28, code: int = 64, hidden: int = 128, widths=(16, 32)):
         super().__init__()

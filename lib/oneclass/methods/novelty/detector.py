@@ -68,6 +68,7 @@ def _float_images(images) -> torch.Tensor:
 
 
 PREPROCESSING = ("none", "gcn_minmax")
+LR_STEP_UNITS = ("epoch", "step")   # what section 4.2's 'every 30 steps' counts: epochs (our default) or optimiser steps
 
 
 class NoveltyNormalization(Detector):
@@ -76,7 +77,8 @@ class NoveltyNormalization(Detector):
     ``net``: "auto" (lenet28 for 1-channel, lenet32 for 3-channel images) or a key of CONFIGS.
     ``novelty_scoring`` / ``normalize`` switch the paper's modules (Table 4: see ABLATION); ``lambda1`` weighs
     NS against L_r (eq. 4, 5, 7); ``lambda2`` weighs the L0 term, subtracted as in eq. 4.
-    Optimiser: Adam, lr x ``lr_gamma`` every ``lr_step`` epochs ('decays ... 0.1 for every 30 steps').
+    Optimiser: Adam, lr x ``lr_gamma`` every ``lr_step`` epochs ('decays ... 0.1 for every 30 steps'), or every
+    ``lr_step`` optimiser steps with ``lr_step_unit='step'`` (the sentence read word for word).
     ``preprocessing``: 'none' (pixels in [0, 1]; the paper names none) or 'gcn_minmax' (ours, borrowed from Deep
     SVDD: l1 global contrast normalisation per image, then min-max scaling with the training set's extremes).
     """
@@ -84,6 +86,7 @@ class NoveltyNormalization(Detector):
     def __init__(self, net: str = "auto", novelty_scoring: bool = True, normalize: str = "combined",
                  lambda1: float = 0.5, lambda2: float = 1e-5, l0: str = "hard_concrete", norm_gradient: bool = False,
                  norm_stats: str = "last_epoch", lr: float = 1e-3, lr_step: int = 30, lr_gamma: float = 0.1,
+                 lr_step_unit: str = "epoch",
                  weight_decay: float = 0.0, batch_size: int = 128, eval_batch_size: int = 500, seed: int | None = 0,
                  device=None, precision: str = "fp32", reconstruction: str = "mse", ae_loss: str = "normalised",
                  preprocessing: str = "none"):
@@ -99,6 +102,8 @@ class NoveltyNormalization(Detector):
             raise ValueError(f"unknown normalize {normalize!r}; choose one of {NORMALIZE}")
         if l0 not in L0_MODES:
             raise ValueError(f"unknown l0 {l0!r}; choose one of {L0_MODES}")
+        if lr_step_unit not in LR_STEP_UNITS:
+            raise ValueError(f"unknown lr_step_unit {lr_step_unit!r}; choose one of {LR_STEP_UNITS}")
         if norm_stats not in NORM_STATS:
             raise ValueError(f"unknown norm_stats {norm_stats!r}; choose one of {NORM_STATS}")
         if net != "auto" and net not in CONFIGS:
@@ -111,6 +116,7 @@ class NoveltyNormalization(Detector):
         self.lambda1, self.lambda2, self.l0 = lambda1, lambda2, l0
         self.norm_gradient, self.norm_stats = norm_gradient, norm_stats
         self.lr, self.lr_step, self.lr_gamma, self.weight_decay = lr, lr_step, lr_gamma, weight_decay
+        self.lr_step_unit = lr_step_unit
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.device, self.precision = device, precision
 
@@ -213,11 +219,14 @@ class NoveltyNormalization(Detector):
         if self.novelty_scoring:
             self.model_["ns"].set_noise_generator(torch.Generator().manual_seed(self.seed_ + 1))
         opt = training.optimizer(self.model_.parameters(), "adam", lr=self.lr, weight_decay=self.weight_decay)
-        steps = list(range(self.lr_step, epochs, self.lr_step)) if self.lr_step else []
+        per_epoch = len(x) // self.batch_size + (len(x) % self.batch_size >= 2)   # a batch of one is skipped
+        per_step = self.lr_step_unit == "step"
+        horizon = epochs * per_epoch if per_step else epochs
+        steps = list(range(self.lr_step, horizon, self.lr_step)) if self.lr_step else []
         sched = training.schedule(opt, "multistep" if steps else "none", gamma=self.lr_gamma, milestones=steps)
         self.history_ = []
         if monitor is not None:
-            monitor.start(self, len(x) // self.batch_size + (len(x) % self.batch_size >= 2))
+            monitor.start(self, per_epoch)
         self.model_.train()
         bar = training.progress(range(epochs), progress, desc="novelty", unit="epoch")
         for epoch in bar:
@@ -233,14 +242,19 @@ class NoveltyNormalization(Detector):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if per_step:
+                    sched.step()
                 sums += [loss.item() * len(idx), lr_.detach().sum().item(),
                          0.0 if ns is None else ns.detach().sum().item(), len(idx)]
                 if monitor is not None:
                     monitor.step(self, loss.item())
-            sched.step()
+            lr_now = opt.param_groups[0]["lr"]   # the rate of the epoch's last step
+            if not per_step:
+                sched.step()
             n = sums[3]
             rec = {"epoch": epoch + 1, "loss": sums[0] / n, "reconstruction": sums[1] / n,
-                   "novelty": sums[2] / n if self.novelty_scoring else None, "l0": float(self.l0_term().detach())}
+                   "novelty": sums[2] / n if self.novelty_scoring else None, "l0": float(self.l0_term().detach()),
+                   "lr": lr_now}
             training.check_loss(rec["loss"], epoch + 1, "NoveltyNormalization")
             self.history_.append(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", rec=f"{rec['reconstruction']:.4f}")
