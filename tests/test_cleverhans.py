@@ -95,6 +95,26 @@ def test_mixed_tuning_puts_every_corruption_in_the_validation_outliers(tmp_path)
     assert ch.check_parameters({"dataset": "mvtec", "deep_tuning": "mixed"})
 
 
+def test_change_ground_truth_is_the_pixel_change_and_drops_what_was_drawn_over_ink(tmp_path):
+    """'change' keeps |corrupted - clean| only: on dotted_line it is smaller than 'change_or_drawn' exactly where the
+    line crosses ink it cannot brighten, and on brightness it is no longer the whole image."""
+    from test_mnist_c import fake_mnist
+
+    root = fake_mnist(tmp_path, n_train=200, n_test=20)
+    for corruption in ("dotted_line", "brightness"):
+        drawn = ch.mnist_c_protocol(corruption, root=root, n_val=30, n_test=20)
+        change = ch.mnist_c_protocol(corruption, root=root, n_val=30, n_test=20, ground_truth="change")
+        assert torch.equal(drawn.test, change.test)
+        n = len(change.test) // 2
+        diff = (change.test[n:, 0].float() - change.test[:n, 0].float()).abs() / 255
+        assert torch.allclose(change.ground_truth[n:], diff) and not change.ground_truth[:n].any()
+        assert (change.ground_truth <= drawn.ground_truth + 1e-3).all()    # the cache stores the truth quantised
+        assert (change.ground_truth[n:] < drawn.ground_truth[n:] - 0.5).any(), corruption   # drawn over ink
+    with pytest.raises(ValueError, match="change_or_drawn"):
+        ch.mnist_c_protocol("stripe", root=root, ground_truth="mask")
+    assert ch.check_parameters({"dataset": "mvtec", "ground_truth": "change"})
+
+
 # ------------------------------------------------------------------------------------------------ autoencoder
 
 def test_autoencoder_relevance_is_the_squared_error_and_sums_to_the_score():

@@ -7,7 +7,7 @@ from . import lrp, models, protocols
 from .lrp import L2Pool, lrp_composite, lrp_squared_norm
 from .models import (BANDWIDTHS, CORRUPTIONS, KDE, MODELS, Autoencoder, Bag, BlockAE, DeepOneClass, FeatureCNN,
                      LeNetAE, build, fit_cached, smin, sq_distances)
-from .protocols import TUNINGS, Protocol, fit_and_explain, hyperparameters, mnist_c_protocol, mvtec_protocol, protocol
+from .protocols import GROUND_TRUTHS, TUNINGS, Protocol, fit_and_explain, hyperparameters, mnist_c_protocol, mvtec_protocol, protocol
 
 
 def input_shape(dataset: str) -> tuple[int, int]:
@@ -23,6 +23,9 @@ def check_parameters(p: dict) -> list[str]:
     set for the deep model's features that is not a known labelled dataset; a validation mix asked of MVTec-AD."""
     from ...data import canonical
 
+    if p.get("ground_truth", "change_or_drawn") != "change_or_drawn" and p.get("dataset") == "mvtec":
+        return [f"ground_truth {p['ground_truth']!r} is a reading of MNIST-C's generated truth; MVTec-AD's truth is "
+                "its annotated defect masks (leave ground_truth='change_or_drawn')"]
     if p.get("deep_tuning", "per_corruption") != "per_corruption" and p.get("dataset") == "mvtec":
         return [f"deep_tuning {p['deep_tuning']!r} is for MNIST-C; an MVTec-AD category's validation outliers are "
                 "already its own defect types mixed (leave deep_tuning='per_corruption')"]
@@ -35,7 +38,7 @@ def check_parameters(p: dict) -> list[str]:
     return []
 
 
-__all__ = ["check_parameters", "BANDWIDTHS", "TUNINGS", "CORRUPTIONS", "KDE", "MODELS", "Autoencoder", "Bag", "BlockAE", "DeepOneClass",
+__all__ = ["check_parameters", "BANDWIDTHS", "GROUND_TRUTHS", "TUNINGS", "CORRUPTIONS", "KDE", "MODELS", "Autoencoder", "Bag", "BlockAE", "DeepOneClass",
            "FeatureCNN", "LeNetAE", "L2Pool", "build", "fit_cached", "smin", "sq_distances", "lrp_composite",
            "lrp_squared_norm", "Protocol", "fit_and_explain", "hyperparameters", "protocol", "mnist_c_protocol", "mvtec_protocol", "input_shape",
            "lrp", "models", "protocols"]
