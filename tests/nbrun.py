@@ -148,6 +148,14 @@ def run_interactive(params_file, tmp_path, data_root=None, **overrides) -> dict:
     return run
 
 
+def printed(nb) -> str:
+    """Everything an executed notebook (a NotebookNode or its path) printed to its streams, all cells together."""
+    import nbformat
+
+    nb = nb if isinstance(nb, nbformat.NotebookNode) else nbformat.read(nb, as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
 def check_published_output(executed) -> None:
     """The closing note's ``tables.published([...])`` cell shows, for every experiment it lists, the committed
     table when ``results/<preset>/<experiment>.md`` exists (its heading and its commit) and names the experiment as

@@ -7,17 +7,9 @@ import pytest
 pytestmark = pytest.mark.notebook
 
 
-def _outputs(path) -> str:
-    """The stream text an executed notebook printed, all cells together."""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-
-
 def test_every_method_smoke_fmnist_padded(tmp_path):
     import datagen
-    from nbrun import run_smoke
+    from nbrun import printed, run_smoke
 
     root = tmp_path / "data"
     datagen.write_fmnist_like(root, n_train=40, n_test=30)
@@ -30,9 +22,9 @@ def test_every_method_smoke_fmnist_padded(tmp_path):
         scores = pd.read_parquet(r["path"] / "scores.parquet")
         assert len(scores) == m["n_test"] and np.isfinite(scores["score"]).all(), method
         # both AUPR definitions printed beside each other, each the value the run saved
-        printed = _outputs(r["path"] / "run.ipynb")
+        shown = printed(r["path"] / "run.ipynb")
         for metric in ("aupr_in", "aupr_out"):
-            assert f"{metric:9s} ours {m[metric]:.3f} / trapezoid {m[metric + '_trapezoid']:.3f}" in printed, method
+            assert f"{metric:9s} ours {m[metric]:.3f} / trapezoid {m[metric + '_trapezoid']:.3f}" in shown, method
     assert runs["adgan"]["metrics"]["n_test"] == 10 and runs["deep_svdd"]["metrics"]["n_test"] == 30
     for method in ("raw_ocsvm", "cae_ocsvm"):
         m = runs[method]["metrics"]

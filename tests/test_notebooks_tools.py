@@ -5,6 +5,8 @@ import nbformat
 import papermill
 import pytest
 
+from nbrun import printed
+
 from oneclass import batch, nbclean, params, tables
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +38,7 @@ def test_tables_notebook_shows_every_fillable_table(toy_outputs, tmp_path):
     assert "toy Table 1: auc" in text and "synthetic scores, not a trained model" in text
     html = "\n".join(o["data"]["text/html"] for o in outputs_of(nb, "text/html"))
     assert "Toy" in html and "mean" in html
-    streams = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    streams = printed(nb)
     assert "2 finished runs" in streams
 
 
@@ -44,7 +46,7 @@ def test_heatmap_explorer_renders_a_static_gallery_in_batch(toy_outputs, tmp_pat
     nb = execute("heatmap_explorer.ipynb", tmp_path, outputs=str(toy_outputs), interactive=False, eta=0.9,
                  scope="local")
     assert len(outputs_of(nb, "image/png")) == 2      # nominal and anomalous galleries
-    streams = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    streams = printed(nb)
     assert "2 runs with heatmaps" in streams
 
 

@@ -90,6 +90,7 @@ def collect(root: str | Path) -> pd.DataFrame:
             "tables": rep.get("table") if isinstance(rep.get("table"), dict) else None,
             "deviations": "\n".join(p.get("deviations") or []),   # one per line: a deviation may contain "; "
             "report_metrics": ",".join(rep.get("metrics") or [rep.get("metric", "auc")]),
+            "tolerance": rep.get("tolerance"),   # |ours - paper| beyond it is flagged (None: the default)
             # reported.paper_metric: {our metric: the paper's metric name} when the paper's table has one number
             # that we compute in more than one way (FCDD's Table 2: pixel AUC pooled and per image)
             "paper_metrics": rep.get("paper_metric"),
@@ -610,19 +611,14 @@ def _budget(params_file, preset: str) -> str:
     return "; ".join(spec.get("deviations") or []) or str(spec.get("description") or "")
 
 
-def _tolerance(params_file) -> float:
-    """The tolerance the experiment's params file states under ``reported`` (the default when it states none)."""
-    import yaml
-
-    path = Path(params_file or "")
-    raw = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-    return float((raw.get("reported") or {}).get("tolerance", DEFAULT_TOLERANCE))
-
-
 def experiment_summary(frame: pd.DataFrame, tolerance: float | None = None) -> pd.DataFrame:
-    """Every reported metric of one experiment's runs in one long table (one ``metric`` per block)."""
+    """Every reported metric of one experiment's runs in one long table (one ``metric`` per block). ``tolerance``:
+    None takes the one the runs' ``reported`` section states (:func:`collect`), else the default."""
     metrics = [m for m in dict.fromkeys(m for ms in frame["report_metrics"] for m in ms.split(",")) if m in frame]
-    parts = [summarize(frame, m, DEFAULT_TOLERANCE if tolerance is None else tolerance) for m in metrics]
+    if tolerance is None:
+        stated = frame["tolerance"].dropna() if "tolerance" in frame else []
+        tolerance = float(stated.iloc[0]) if len(stated) else DEFAULT_TOLERANCE
+    parts = [summarize(frame, m, tolerance) for m in metrics]
     parts = [p for p in parts if not p.empty]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
@@ -684,7 +680,7 @@ def publish(source: str | Path, target: str | Path, allow_dirty: bool = False,
     target.mkdir(parents=True, exist_ok=True)
     written, index = [], []
     for exp, part in frame.groupby("base", sort=True):
-        summary = experiment_summary(part, _tolerance(part["params_file"].iloc[0]))
+        summary = experiment_summary(part)
         if summary.empty:
             continue
         preset = str(part["preset"].iloc[0])
