@@ -380,3 +380,37 @@ def test_ablation_gains_verdicts_on_a_known_table():
     assert math.isnan(novelty.ablation_gains(subset, base).loc["configuration=a", "paper + NS gain"])
     given = novelty.ablation_gains(subset, base, paper=pd.Series(paper))
     assert given.loc["configuration=b", "paper + Normalization gain"] == pytest.approx(0.0113)
+
+
+# --- section 4.2's layout as printed ----------------------------------------------------------------------------
+
+def test_autoencoder_without_batch_norm_has_biases_and_no_mode_dependence():
+    from torch import nn
+    from oneclass.methods.novelty.nets import LeNetAutoencoder
+
+    x = tiny_images(6).float() / 255
+    layers = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+    for batch_norm in (True, False):
+        torch.manual_seed(0)
+        ae = LeNetAutoencoder(1, 28, (8, 4), 32, batch_norm=batch_norm)
+        has_bn = any(isinstance(m, nn.BatchNorm2d) for m in ae.modules())
+        biased = [m.bias is not None for m in ae.modules() if isinstance(m, layers)]
+        ae.train()
+        train_out = ae(x)[0]
+        ae.eval()
+        eval_out = ae(x)[0]
+        assert train_out.shape == eval_out.shape == x.shape
+        if batch_norm:   # Deep SVDD's layout: BN in place of biases, only the output layer has one
+            assert has_bn and biased == [False] * (len(biased) - 1) + [True]
+            assert not torch.allclose(train_out, eval_out)   # batch statistics vs running averages
+        else:            # every layer biased, nothing that behaves differently in training
+            assert not has_bn and all(biased)
+            assert torch.equal(train_out, eval_out)
+
+
+def test_ae_batch_norm_is_passed_to_the_network_and_checked():
+    det = NoveltyNormalization(ae_batch_norm=False, batch_size=8, seed=0).fit(tiny_images(16), epochs=1)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in det.model_["ae"].modules())
+    assert det.get_params()["ae_batch_norm"] is False
+    with pytest.raises(ValueError, match="ae_batch_norm must be True"):
+        NoveltyNormalization(ae_batch_norm="none")

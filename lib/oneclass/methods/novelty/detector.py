@@ -81,6 +81,8 @@ class NoveltyNormalization(Detector):
     ``lr_step`` optimiser steps with ``lr_step_unit='step'`` (the sentence read word for word).
     ``preprocessing``: 'none' (pixels in [0, 1]; the paper names none) or 'gcn_minmax' (ours, borrowed from Deep
     SVDD: l1 global contrast normalisation per image, then min-max scaling with the training set's extremes).
+    ``ae_batch_norm``: True, Deep SVDD's layout (batch norm, no biases); False, section 4.2 as printed (each conv
+    followed by leaky ReLU and pooling only, with biases).
     """
 
     def __init__(self, net: str = "auto", novelty_scoring: bool = True, normalize: str = "combined",
@@ -89,7 +91,11 @@ class NoveltyNormalization(Detector):
                  lr_step_unit: str = "epoch",
                  weight_decay: float = 0.0, batch_size: int = 128, eval_batch_size: int = 500, seed: int | None = 0,
                  device=None, precision: str = "fp32", reconstruction: str = "mse", ae_loss: str = "normalised",
-                 preprocessing: str = "none"):
+                 preprocessing: str = "none", ae_batch_norm: bool = True):
+        if not isinstance(ae_batch_norm, bool):
+            raise ValueError(f"ae_batch_norm must be True (Deep SVDD's layout) or False (section 4.2 as printed: no "
+                             f"batch norm, biases instead), got {ae_batch_norm!r}")
+        self.ae_batch_norm = ae_batch_norm
         if preprocessing not in PREPROCESSING:
             raise ValueError(f"unknown preprocessing {preprocessing!r}; choose one of {PREPROCESSING}")
         self.preprocessing = preprocessing
@@ -144,7 +150,8 @@ class NoveltyNormalization(Detector):
         cfg = self._config(x)
         k = 2 if (self.normalize == "terms" and self.novelty_scoring) else 1
         with seeded(self.seed_):
-            parts = {"ae": LeNetAutoencoder(x.shape[1], x.shape[-1], cfg["channels"], cfg["z_dim"]),
+            parts = {"ae": LeNetAutoencoder(x.shape[1], x.shape[-1], cfg["channels"], cfg["z_dim"],
+                                            batch_norm=self.ae_batch_norm),
                      "norm": BatchMinMax(k, gradient=self.norm_gradient)}
             if self.novelty_scoring:
                 parts["ns"] = NoveltyScorer(cfg["z_dim"], cfg["ns_hidden"], self.l0)

@@ -36,9 +36,12 @@ LITERAL_ZERO = 1e-10
 
 class LeNetAutoencoder(nn.Module):
     """5x5 convs (pad 2, no bias) + BN (affine=False, eps 1e-4) + leaky ReLU + 2x2 max-pool, dense code z;
-    a mirrored decoder of x2 upsampling + 5x5 transposed convs, sigmoid output in [0, 1]."""
+    a mirrored decoder of x2 upsampling + 5x5 transposed convs, sigmoid output in [0, 1] (Deep SVDD's layout).
 
-    def __init__(self, in_channels: int, size: int, channels=(8, 4), z_dim: int = 32):
+    ``batch_norm=False`` is section 4.2 as printed, which names only "a leaky ReLU activation and a 2x2 pixel
+    pooling" after each convolution: no batch norm, and every conv, transposed conv and dense layer with a bias."""
+
+    def __init__(self, in_channels: int, size: int, channels=(8, 4), z_dim: int = 32, batch_norm: bool = True):
         super().__init__()
         depth = len(channels)
         if size % 2 ** depth:
@@ -46,19 +49,23 @@ class LeNetAutoencoder(nn.Module):
                              f"resize the images to a multiple of {2 ** depth} (28 and 32 work)")
         self.side = size // 2 ** depth
         self.channels = tuple(channels)
+        bias = not batch_norm
+
+        def norm(c):   # BN stands in for the bias where it is used
+            return [nn.BatchNorm2d(c, eps=1e-4, affine=False)] if batch_norm else []
+
         enc, prev = [], in_channels
         for c in channels:
-            enc += [nn.Conv2d(prev, c, 5, padding=2, bias=False), nn.BatchNorm2d(c, eps=1e-4, affine=False),
-                    nn.LeakyReLU(0.01), nn.MaxPool2d(2)]
+            enc += [nn.Conv2d(prev, c, 5, padding=2, bias=bias), *norm(c), nn.LeakyReLU(0.01), nn.MaxPool2d(2)]
             prev = c
-        self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(prev * self.side ** 2, z_dim, bias=False))
-        self.expand = nn.Linear(z_dim, prev * self.side ** 2, bias=False)
+        self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(prev * self.side ** 2, z_dim, bias=bias))
+        self.expand = nn.Linear(z_dim, prev * self.side ** 2, bias=bias)
         dec, outs = [], list(reversed(channels[:-1])) + [in_channels]
         for i, c in enumerate(outs):
+            last = i == len(outs) - 1
             dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.ConvTranspose2d(prev, c, 5, padding=2,
-                                                                                    bias=i == len(outs) - 1)]
-            dec += [nn.BatchNorm2d(c, eps=1e-4, affine=False), nn.LeakyReLU(0.01)] if i < len(outs) - 1 \
-                else [nn.Sigmoid()]
+                                                                                    bias=bias or last)]
+            dec += [nn.Sigmoid()] if last else [*norm(c), nn.LeakyReLU(0.01)]
             prev = c
         self.decoder = nn.Sequential(*dec)
         self.act = nn.LeakyReLU(0.01)
