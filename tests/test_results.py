@@ -309,6 +309,36 @@ def test_publish_puts_figure_3s_top3_beside_a_clever_hans_experiment(tmp_path):
     assert "- KDE: 2 of its top 3 corruptions among figure 3's (dotted_line, zigzag, spatter)." in md
 
 
+def test_publish_ranks_figure_3s_top3_within_each_variant_not_over_their_mean(tmp_path):
+    # two readings of one KDE experiment: under 'a' zigzag / dotted_line / fog have the highest Clever Hans scores,
+    # under 'b' stripe / spatter / zigzag; their mean would put zigzag first and mix the two rankings
+    outputs = tmp_path / "outputs" / "quick"
+    mnist_c = REPO / "params" / "cleverhans" / "mnist_c.yaml"
+    overlaps = {"a": {"zigzag": 0.0, "dotted_line": 0.1, "fog": 0.2, "stripe": 0.9, "spatter": 0.95},
+                "b": {"zigzag": 0.2, "dotted_line": 0.9, "fog": 0.95, "stripe": 0.0, "spatter": 0.1}}
+    for variant, by_class in overlaps.items():
+        for cls, overlap in by_class.items():
+            path = fake_run(outputs, cls, 0.9, experiment=f"cleverhans_mnist_c.model=kde.reading={variant}",
+                            params_file=mnist_c, dataset="mnist_c")
+            p = yaml.safe_load((path / "params.yaml").read_text())
+            p["parameters"] = {"model": "kde", "anomaly_class": cls, "seed": 0}
+            (path / "params.yaml").write_text(yaml.safe_dump(p))
+            truth = np.zeros((12, 4, 4), np.float32)
+            truth[6:, 0, 0] = 1
+            native = truth * overlap
+            native[6:, 3, 3] = 1 - overlap
+            np.savez(path / "maps.npz", native=native, ground_truth=truth)
+    tables.publish(outputs, tmp_path / "results" / "quick")
+    md = (tmp_path / "results" / "quick" / "cleverhans_mnist_c.md").read_text()
+    assert "(mnist_c, reading=a, %)" in md and "(mnist_c, reading=b, %)" in md
+    # figure 3's KDE corruptions are dotted_line, zigzag, spatter
+    assert "- KDE (reading=a): 2 of its top 3 corruptions among figure 3's" in md    # zigzag, dotted_line, fog
+    assert "- KDE (reading=b): 2 of its top 3 corruptions among figure 3's" in md    # stripe, spatter, zigzag
+    block_b = md.split("(mnist_c, reading=b, %)")[1]
+    ranked = [line.split("|")[3].strip() for line in block_b.splitlines() if line.startswith("| KDE")]
+    assert ranked == ["stripe", "spatter", "zigzag"]
+
+
 def test_publish_shows_a_short_learning_curve_and_names_a_long_one(tmp_path):
     outputs = tmp_path / "outputs" / "quick"
     path = fake_run(outputs, FMNIST_CLASSES[0], 0.8)
