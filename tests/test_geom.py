@@ -336,3 +336,55 @@ def test_the_authors_ascent_needs_unit_pixels_and_keeps_a_fifth_of_the_pixels():
     assert ((end > 0).reshape(3, -1).sum(1) <= 0.2 * 32 * 32 + 1).all()   # zeroed below the 80th percentile (32 px)
     with pytest.raises(ValueError, match="pixel_range='unit'"):
         geom.GEOM("flip", size=28, seed=0).fit(x, epochs=0.1).maximize_normality(start, steps=1, rule="authors")
+
+
+# ------------------------------------------------------------------------ compression cues (ours)
+
+def _textured(n=300, seed=0):
+    """Smooth random colour fields with pixel noise: exact pixels, no JPEG grid in them."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 4, 4, generator=g) * 255
+    x = torch.nn.functional.interpolate(low, size=32, mode="bicubic", align_corners=False)
+    return (x + torch.randn(n, 3, 32, 32, generator=g) * 12).clamp(0, 255).round().to(torch.uint8)
+
+
+def test_luma_table_is_libjpegs_scaling_of_the_standard_table():
+    from oneclass.methods.geom.cues import LUMA_Q50, luma_table
+    assert (luma_table(50) == LUMA_Q50).all()
+    assert luma_table(75)[0].tolist() == [8, 6, 5, 8, 12, 20, 26, 31]        # what PIL writes at quality 75
+    assert luma_table(100).max() == 1 and luma_table(25)[0, 0] == 32
+    with pytest.raises(ValueError, match="quality must be in 1..100"):
+        luma_table(0)
+
+
+def test_compression_cues_read_geoms_rotation_and_shift_off_jpeg_and_not_off_exact_pixels():
+    from oneclass.data.core import jpeg_images
+    from oneclass.methods.geom.cues import compression_cues
+    x = _textured()
+    exact = compression_cues(x)
+    assert abs(exact["transpose"] - 0.5) < 0.1 and abs(exact["shift"] - 0.5) < 0.1, exact
+    upright = compression_cues(jpeg_images(x, 75))
+    assert upright["transpose"] > 0.95 and upright["shift"] > 0.95, upright
+    # encoded in random orientations the luminance lattice no longer says which way up; the colour block edges stay
+    # at multiples of 16 px whatever the orientation, so an 8-px shift is still read
+    turned = compression_cues(jpeg_images(x, 75, "random"))
+    assert abs(turned["transpose"] - 0.5) < 0.1 and turned["shift"] > 0.95, turned
+    # one channel: no colour planes, no shift cue; the luminance lattice is there
+    grey = compression_cues(jpeg_images(x[:, :1].contiguous(), 75))
+    assert grey["shift"] is None and grey["transpose"] > 0.95
+
+
+def test_compression_cues_refuses_float_or_non_square_images():
+    from oneclass.methods.geom.cues import compression_cues
+    with pytest.raises(ValueError, match="uint8 images"):
+        compression_cues(torch.rand(4, 3, 32, 32))
+    with pytest.raises(ValueError, match="square images"):
+        compression_cues(torch.zeros(4, 3, 32, 24, dtype=torch.uint8))
+
+
+def test_compression_cues_say_none_where_there_is_nothing_to_read():
+    from oneclass.methods.geom.cues import compression_cues
+    out = compression_cues(torch.zeros(4, 1, 28, 28, dtype=torch.uint8))     # Fashion-MNIST's side: no whole blocks
+    assert out == {"transpose": None, "shift": None, "images": 4}
+    # at 64 px GEOM shifts by 16, onto the colour block grid again: the grid cannot tell the shift
+    assert compression_cues(_textured(8).repeat_interleave(2, 2).repeat_interleave(2, 3))["shift"] is None
