@@ -20,6 +20,10 @@ def data_root(tmp_path_factory):
 def check_run(r, n_test, side):
     m = r["metrics"]
     assert m["train_seconds"] > 0      # auc, aupr: recomputed from scores.parquet by nbrun.check_run_folder
+    # the collapse check's spreads: pixel standard deviations across images, so in [0, 0.5] for [0, 1] images
+    assert 0 <= m["ae_output_spread"] <= 0.5 and 0 < m["ae_input_spread"] <= 0.5
+    assert f"reconstructions vary {m['ae_output_spread']:.3g} across training images" in \
+        (r["path"] / "run.ipynb").read_text()
     scores = pd.read_parquet(r["path"] / "scores.parquet")
     assert len(scores) == n_test and set(scores["anomaly"]) == {0, 1}
     with np.load(r["path"] / "maps.npz") as z:

@@ -408,6 +408,21 @@ def test_autoencoder_without_batch_norm_has_biases_and_no_mode_dependence():
             assert torch.equal(train_out, eval_out)
 
 
+def test_an_autoencoder_that_returns_one_image_for_every_input_is_reported():
+    import warnings
+    x = tiny_images(16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # a trained autoencoder that varies with its input: no warning
+        det = NoveltyNormalization(batch_size=8, seed=0).fit(x, epochs=1)
+    assert det.output_spread_ > det.COLLAPSE_RATIO * det.input_spread_ > 0
+    last = [m for m in det.model_["ae"].modules() if isinstance(m, torch.nn.ConvTranspose2d)][-1]
+    with torch.no_grad():
+        last.weight.zero_()                         # the output is now sigmoid(bias): one image for all inputs
+    with pytest.warns(RuntimeWarning, match=r"collapsed to one output image .*ae_batch_norm=True"):
+        det._check_collapse(det._input(x.float() / 255))
+    assert det.output_spread_ == 0.0
+
+
 def test_ae_batch_norm_is_passed_to_the_network_and_checked():
     det = NoveltyNormalization(ae_batch_norm=False, batch_size=8, seed=0).fit(tiny_images(16), epochs=1)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in det.model_["ae"].modules())

@@ -43,6 +43,8 @@ Named configurations (:data:`CONFIGURATIONS`, :meth:`NoveltyNormalization.ablati
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -267,9 +269,29 @@ class NoveltyNormalization(Detector):
             bar.set_postfix(loss=f"{rec['loss']:.4f}", rec=f"{rec['reconstruction']:.4f}")
         self.model_.eval()
         self._fitted = True
+        self._check_collapse(x)
         if monitor is not None:
             monitor.finish(self)
         return self
+
+    COLLAPSE_RATIO = 1e-3   # reconstructions this much less varied than the inputs: one image for every input
+
+    @torch.no_grad()
+    def _check_collapse(self, x: torch.Tensor, n: int = 256) -> None:
+        """Warn when the trained autoencoder returns (nearly) the same image for every input: its reconstruction
+        error is then a distance to that image, not a reconstruction score. ``output_spread_``: the mean over
+        pixels of the reconstructions' standard deviation across up to ``n`` training images; ``input_spread_``:
+        the same for the inputs."""
+        xb = x[:n]
+        rec, _ = self.model_["ae"](xb)
+        self.output_spread_ = float(rec.float().std(0).mean())
+        self.input_spread_ = float(xb.float().std(0).mean())
+        if self.output_spread_ < self.COLLAPSE_RATIO * self.input_spread_:
+            warnings.warn(f"NoveltyNormalization: the autoencoder has collapsed to one output image (its "
+                          f"reconstructions vary {self.output_spread_:.2g} across training images, the inputs "
+                          f"{self.input_spread_:.2g}), so its reconstruction error only measures the distance to "
+                          f"that image. Batch norm (ae_batch_norm=True), pixels without GCN (preprocessing='none') "
+                          f"or another learning rate trains it", RuntimeWarning, stacklevel=3)
 
     @torch.no_grad()
     def monitor_scores(self, images) -> np.ndarray:
