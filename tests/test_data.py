@@ -626,6 +626,23 @@ def test_outlier_jpeg_encodes_the_oe_pool_held_out_and_probe_images(tmp_path):
         fcdd.outliers("tiny_imagenet", "cifar10", root=tmp_path, jpeg=0)
 
 
+def test_jpeg_random_grid_encodes_each_image_turned_and_rolled_and_undoes_both():
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)
+    s = data.ImageSet(torch.from_numpy(x), torch.zeros(6), ["a"], "t")
+    out = data.jpeg_roundtrip(s, 40, "random_grid", seed=5)
+    draws = np.random.default_rng(5)
+    turns, rolls = draws.integers(0, 4, (6, 2)), draws.integers(0, 16, (6, 2))
+    assert (rolls > 0).any(axis=1).sum() >= 4       # this seed rolls most images (one not at all)
+    for i, ((k, m), (dy, dx)) in enumerate(zip(turns, rolls)):
+        im = x[i].transpose(1, 2, 0)
+        im = np.roll(np.rot90(im[:, ::-1] if m % 2 else im, k), (dy, dx), (0, 1))
+        want = np.rot90(np.roll(_pil_roundtrip(np.ascontiguousarray(im), 40), (-dy, -dx), (0, 1)), -k)
+        want = want[:, ::-1] if m % 2 else want
+        assert np.array_equal(out.images[i].permute(1, 2, 0).numpy(), want)
+    assert out.meta["jpeg_orientation"] == "random_grid"
+
+
 def test_jpeg_random_orientation_encodes_each_image_turned_and_turns_it_back():
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, (8, 3, 16, 16), dtype=np.uint8)
@@ -643,5 +660,5 @@ def test_jpeg_random_orientation_encodes_each_image_turned_and_turns_it_back():
         if k == 0 and m % 2 == 0:        # drawn upright: encoded exactly as the upright pass encodes it
             assert torch.equal(rand.images[i], up.images[i])
     assert rand.meta["jpeg_orientation"] == "random"
-    with pytest.raises(ValueError, match="orientation must be 'upright' or 'random'"):
+    with pytest.raises(ValueError, match="orientation must be one of 'upright', 'random', 'random_grid'"):
         data.jpeg_roundtrip(s, 30, "sideways")

@@ -109,7 +109,8 @@ def one_vs_rest(dataset: str, normal, root=None, size=None, channels=None, *, do
     category: train = its train/good, test = its whole test folder with the defect labels.
     ``jpeg_quality``: re-encode the train and test images as JPEG at that quality (:func:`core.jpeg_roundtrip`),
     after resizing: a measurement of what a lossy copy of the dataset costs, not a paper's pre-processing;
-    ``jpeg_orientation`` 'random' encodes each image turned and mirrored at random (train and test drawn apart).
+    ``jpeg_orientation`` 'random' encodes each image turned and mirrored at random (train and test drawn apart);
+    'random_grid' also rolls it by a random 0-15 px before encoding (the block grid at a random phase).
     """
     check_jpeg(jpeg_quality, jpeg_orientation)
     code = lambda images, seed: jpeg_roundtrip(images, jpeg_quality, jpeg_orientation, seed)

@@ -320,7 +320,8 @@ def resize(images: torch.Tensor, size, mode: str = "bilinear", chunk: int = 4096
     return out
 
 
-JPEG_ORIENTATIONS = ("upright", "random")
+JPEG_ORIENTATIONS = ("upright", "random", "random_grid")
+JPEG_BLOCK = 16    # a 4:2:0 JPEG codes colour in 16 x 16 pixel units, luminance in 8 x 8 blocks
 
 
 def check_jpeg(quality, orientation: str = "upright", name: str = "jpeg_quality"):
@@ -329,7 +330,8 @@ def check_jpeg(quality, orientation: str = "upright", name: str = "jpeg_quality"
     if quality is not None and (isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100):
         raise ValueError(f"{name} must be an integer from 1 to 100 (or None: no re-encoding), got {quality!r}")
     if orientation not in JPEG_ORIENTATIONS:
-        raise ValueError(f"jpeg_orientation must be {' or '.join(map(repr, JPEG_ORIENTATIONS))}, got {orientation!r}")
+        raise ValueError(f"jpeg_orientation must be one of {', '.join(map(repr, JPEG_ORIENTATIONS))}, got "
+                         f"{orientation!r}")
     return quality
 
 
@@ -343,14 +345,17 @@ def jpeg_images(x: torch.Tensor, quality: int, orientation: str = "upright", see
         raise ValueError(f"JPEG holds 1- or 3-channel images, got {c} channels")
     pixels = x.permute(0, 2, 3, 1).cpu().numpy()
     out = np.empty_like(pixels)
-    turns = np.random.default_rng(seed).integers(0, 4, (len(pixels), 2)) if orientation == "random" else None
+    rng = np.random.default_rng(seed)
+    turns = rng.integers(0, 4, (len(pixels), 2)) if orientation != "upright" else None
+    rolls = rng.integers(0, JPEG_BLOCK, (len(pixels), 2)) if orientation == "random_grid" else None
     for i, im in enumerate(pixels):
         k, mirror = (0, 0) if turns is None else (int(turns[i, 0]), int(turns[i, 1]) % 2)
-        im = np.rot90(im[:, ::-1] if mirror else im, k)
+        dy, dx = (0, 0) if rolls is None else (int(rolls[i, 0]), int(rolls[i, 1]))
+        im = np.roll(np.rot90(im[:, ::-1] if mirror else im, k), (dy, dx), (0, 1))
         buf = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(im[..., 0] if c == 1 else im)).save(buf, "JPEG", quality=quality,
                                                                                  subsampling="4:2:0")
-        dec = np.asarray(Image.open(buf))
+        dec = np.roll(np.asarray(Image.open(buf)), (-dy, -dx), (0, 1))
         dec = np.rot90(dec[..., None] if c == 1 else dec, -k)
         out[i] = dec[:, ::-1] if mirror else dec
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().to(x.device)
@@ -367,7 +372,11 @@ def jpeg_roundtrip(images: ImageSet, quality: int | None, orientation: str = "up
     ``orientation``: 'upright' encodes each image as it is, like the copy; 'random' encodes it turned by a random
     multiple of 90 degrees and mirrored at random (``seed``), then turns it back. The standard quantisation tables
     treat horizontal and vertical frequencies differently, so upright artifacts tell which way up an image is;
-    randomly oriented ones do not (a test of GEOM's rotation task on the JPEG copy).
+    randomly oriented ones do not (a test of GEOM's rotation task on the JPEG copy). 'random_grid' also puts the
+    block grid at a random phase: the turned image is rolled by a random 0-15 pixels along each axis before encoding
+    and rolled back after, so neither the 8-px luminance blocks nor the 16-px colour units sit at fixed positions
+    (GEOM's 8-px shifts can no longer be read off them: ``geom.compression_cues``). The roll wraps: blocks that
+    straddle the image border mix its opposite edges.
     """
     if check_jpeg(quality, orientation) is None:
         return images
