@@ -641,6 +641,16 @@ def test_jpeg_random_grid_encodes_each_image_turned_and_rolled_and_undoes_both()
         want = want[:, ::-1] if m % 2 else want
         assert np.array_equal(out.images[i].permute(1, 2, 0).numpy(), want)
     assert out.meta["jpeg_orientation"] == "random_grid"
+    # independent of the formula above: on smooth images every undo lands each pixel back in place, so the error
+    # is a compression error (of the order of the upright pass's), far below that of an image left rolled by 4 px
+    yy, xx = np.mgrid[0:32, 0:32]
+    smooth = np.stack([np.stack([128 + 60 * np.sin((xx + 3 * i) / 5.0 + c) * np.cos((yy - 2 * i) / 7.0)
+                                 for c in range(3)]) for i in range(6)]).round().astype(np.uint8)
+    s2 = data.ImageSet(torch.from_numpy(smooth), torch.zeros(6), ["a"], "t")
+    err = lambda a: np.abs(a.astype(float) - smooth.astype(float)).mean()
+    grid, up = err(data.jpeg_roundtrip(s2, 75, "random_grid", seed=5).images.numpy()), \
+        err(data.jpeg_roundtrip(s2, 75).images.numpy())
+    assert grid < 2 * up + 1 and grid < 0.5 * err(np.roll(smooth, 4, axis=3))
 
 
 def test_jpeg_random_orientation_encodes_each_image_turned_and_turns_it_back():

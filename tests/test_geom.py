@@ -353,8 +353,10 @@ def test_luma_table_is_libjpegs_scaling_of_the_standard_table():
     assert (luma_table(50) == LUMA_Q50).all()
     assert luma_table(75)[0].tolist() == [8, 6, 5, 8, 12, 20, 26, 31]        # what PIL writes at quality 75
     assert luma_table(100).max() == 1 and luma_table(25)[0, 0] == 32
-    with pytest.raises(ValueError, match="quality must be in 1..100"):
-        luma_table(0)
+    assert luma_table(30)[7, 7] == 164          # libjpeg scales by 5000 // quality (integer), not 5000 / quality
+    for bad in (0, 101, 75.5, True):
+        with pytest.raises(ValueError, match="quality must be an integer in 1..100"):
+            luma_table(bad)
 
 
 def test_compression_cues_read_geoms_rotation_and_shift_off_jpeg_and_not_off_exact_pixels():
@@ -365,6 +367,8 @@ def test_compression_cues_read_geoms_rotation_and_shift_off_jpeg_and_not_off_exa
     assert abs(exact["transpose"] - 0.5) < 0.1 and abs(exact["shift"] - 0.5) < 0.1, exact
     upright = compression_cues(jpeg_images(x, 75))
     assert upright["transpose"] > 0.95 and upright["shift"] > 0.95, upright
+    # read 4 px off the JPEG grid the same rule sees only content: the control stays at chance
+    assert abs(upright["transpose_off_grid"] - 0.5) < 0.1, upright
     # encoded in random orientations the luminance lattice no longer says which way up; the colour block edges stay
     # at multiples of 16 px whatever the orientation, so an 8-px shift is still read
     turned = compression_cues(jpeg_images(x, 75, "random"))
@@ -384,7 +388,10 @@ def test_compression_cues_refuses_float_or_non_square_images():
 
 def test_compression_cues_say_none_where_there_is_nothing_to_read():
     from oneclass.methods.geom.cues import compression_cues
-    out = compression_cues(torch.zeros(4, 1, 28, 28, dtype=torch.uint8))     # Fashion-MNIST's side: no whole blocks
-    assert out == {"transpose": None, "shift": None, "images": 4}
+    # Fashion-MNIST's side: a turn also moves the 8-px grid by 4 px, a cue this rule does not measure
+    out = compression_cues(torch.zeros(4, 1, 28, 28, dtype=torch.uint8))
+    assert out == {"transpose": None, "transpose_off_grid": None, "shift": None, "images": 4}
+    # quality 100 quantises every frequency by 1: a symmetric table, no turn to read
+    assert compression_cues(_textured(8), quality=100)["transpose"] is None
     # at 64 px GEOM shifts by 16, onto the colour block grid again: the grid cannot tell the shift
     assert compression_cues(_textured(8).repeat_interleave(2, 2).repeat_interleave(2, 3))["shift"] is None

@@ -411,16 +411,22 @@ def test_autoencoder_without_batch_norm_has_biases_and_no_mode_dependence():
 def test_an_autoencoder_that_returns_one_image_for_every_input_is_reported():
     import warnings
     x = tiny_images(16)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")            # a trained autoencoder that varies with its input: no warning
+    with warnings.catch_warnings():               # a trained autoencoder that varies with its input: no warning
+        warnings.filterwarnings("error", message="NoveltyNormalization: the autoencoder has collapsed")
         det = NoveltyNormalization(batch_size=8, seed=0).fit(x, epochs=1)
     assert det.output_spread_ > det.COLLAPSE_RATIO * det.input_spread_ > 0
     last = [m for m in det.model_["ae"].modules() if isinstance(m, torch.nn.ConvTranspose2d)][-1]
     with torch.no_grad():
         last.weight.zero_()                         # the output is now sigmoid(bias): one image for all inputs
-    with pytest.warns(RuntimeWarning, match=r"collapsed to one output image .*ae_batch_norm=True"):
+    with pytest.warns(RuntimeWarning, match=r"collapsed to one output image .*try a lower learning rate than 0.001 or "
+                                            r"another seed") as caught:
         det._check_collapse(det._input(x.float() / 255))
     assert det.output_spread_ == 0.0
+    # batch norm and raw pixels are already in use: the advice does not suggest them
+    assert "ae_batch_norm" not in str(caught[0].message) and "preprocessing" not in str(caught[0].message)
+    det.ae_batch_norm, det.preprocessing, det.minmax_ = False, "gcn_minmax", (0.0, 1.0)
+    with pytest.warns(RuntimeWarning, match=r"try batch norm \(ae_batch_norm=True\), pixels without GCN"):
+        det._check_collapse(det._input(x.float() / 255))
 
 
 def test_ae_batch_norm_is_passed_to_the_network_and_checked():

@@ -11,8 +11,9 @@ image has, anomalous or not. A JPEG copy of a dataset (this project's CIFAR-10 i
   column 16; GEOM's translation by a quarter of the image (8 px) moves that edge to column 8 or 24.
 
 :func:`compression_cues` measures both on a set of images as the balanced accuracy of a fixed rule (nothing is
-fitted): 0.5 is chance (exact pixels), 1.0 a transformation read off every image. It measures the cue's presence,
-not that a network uses it.
+fitted): 0.5 is chance, 1.0 a transformation read off every image; for the turn, the same rule read off the JPEG
+grid is the control (what the image content alone gives). It measures the cue's presence, not that a network uses
+it.
 """
 from __future__ import annotations
 
@@ -32,9 +33,9 @@ CHROMA_BLOCK = 16      # 4:2:0: 8 x 8 DCT blocks on a half-resolution colour pla
 
 def luma_table(quality: int) -> np.ndarray:
     """The luminance quantisation table libjpeg (and PIL) writes at ``quality`` (1-100)."""
-    if not 1 <= int(quality) <= 100:
-        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
-    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must be an integer in 1..100, got {quality!r}")
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
     return np.clip((LUMA_Q50 * scale + 50) // 100, 1, 255)
 
 
@@ -92,13 +93,23 @@ def chroma_edge_at_grid(x: np.ndarray, offset: int) -> np.ndarray:
     return sum(step(a, c) - step(a, c + offset) for a in (cb, cr) for c in grid) / len(grid)
 
 
+def _turn_accuracy(x: torch.Tensor, table: np.ndarray) -> float:
+    """Balanced accuracy of telling images from their 90-degree turns by the sign of :func:`lattice_upright`
+    (a score of exactly 0 counts as half right)."""
+    hit = lambda s, sign: float(np.mean(np.where(s == 0, 0.5, np.sign(s) == sign)))
+    turned = torch.rot90(x, 1, (2, 3))
+    return 0.5 * (hit(lattice_upright(x.numpy(), table), 1) + hit(lattice_upright(turned.numpy(), table), -1))
+
+
 def compression_cues(images: torch.Tensor, quality: int = 75) -> dict:
     """Balanced accuracies (0.5: chance) of reading two of GEOM's transformations off JPEG artifacts, on uint8
     images (N, C, H, W): ``transpose`` tells each image from its 90-degree rotation by the luminance lattice of
     ``quality``'s table; ``shift`` tells it from its translation by a quarter of the image along either axis (as
     GEOM's 72 translate, edge-repeating fill) by the 4:2:0 colour block edges (None for one-channel images, which
-    have no colour planes, or sizes where the shift lands on the block grid again); ``transpose`` is None where the
-side is not a multiple of 8 (no whole JPEG blocks to read). Square images only."""
+    have no colour planes, or sizes where the shift lands on the block grid again). ``transpose_off_grid`` is the
+    same rule on blocks 4 px off the grid: what the content alone gives (near 0.5 for most images; the cue is the
+    difference). Both are None where the side is not a multiple of 8 (a turn then also moves the block grid, a
+    stronger cue that this rule does not measure) or where ``quality``'s table is symmetric. Square images only."""
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"compression_cues takes uint8 images (N, 1 or 3, H, W), got {images.dtype} "
                          f"{tuple(images.shape)}")
@@ -107,11 +118,13 @@ side is not a multiple of 8 (no whole JPEG blocks to read). Square images only."
         raise ValueError(f"compression_cues needs at least 2 square images, got {n} of {h}x{w}")
     table = luma_table(quality)
     x = images.cpu()
-    out = {"transpose": None, "shift": None, "images": n}
-    if h % 8 == 0:
-        up = lattice_upright(x.numpy(), table)
-        rot = lattice_upright(torch.rot90(x, 1, (2, 3)).numpy(), table)
-        out["transpose"] = 0.5 * (float((up > 0).mean()) + float((rot < 0).mean()))
+    out = {"transpose": None, "transpose_off_grid": None, "shift": None, "images": n}
+    if h % 8 == 0 and (table != table.T).any():
+        out["transpose"] = _turn_accuracy(x, table)
+        # the control: the same rule on blocks read 4 px off the JPEG grid, where only the content's own balance of
+        # horizontal and vertical frequencies can tip it
+        k = (h - 4) // 8 * 8
+        out["transpose_off_grid"] = _turn_accuracy(x[:, :, 4:4 + k, 4:4 + k], table)
     s = w // 4
     if c == 3 and s % CHROMA_BLOCK:
         shifts = [(s, 0), (-s, 0), (0, s), (0, -s)]

@@ -287,11 +287,13 @@ class NoveltyNormalization(Detector):
         self.output_spread_ = float(rec.float().std(0).mean())
         self.input_spread_ = float(xb.float().std(0).mean())
         if self.output_spread_ < self.COLLAPSE_RATIO * self.input_spread_:
+            fixes = ([] if self.ae_batch_norm else ["batch norm (ae_batch_norm=True)"]) + \
+                    ([] if self.preprocessing == "none" else ["pixels without GCN (preprocessing='none')"]) + \
+                    [f"a lower learning rate than {self.lr:g}", "another seed"]
             warnings.warn(f"NoveltyNormalization: the autoencoder has collapsed to one output image (its "
                           f"reconstructions vary {self.output_spread_:.2g} across training images, the inputs "
                           f"{self.input_spread_:.2g}), so its reconstruction error only measures the distance to "
-                          f"that image. Batch norm (ae_batch_norm=True), pixels without GCN (preprocessing='none') "
-                          f"or another learning rate trains it", RuntimeWarning, stacklevel=3)
+                          f"that image; try {', '.join(fixes[:-1])} or {fixes[-1]}", RuntimeWarning, stacklevel=4)
 
     @torch.no_grad()
     def monitor_scores(self, images) -> np.ndarray:
