@@ -21,7 +21,7 @@ def test_one_vs_rest_smoke_fmnist_padded(tmp_path):
     assert f"Dirichlet fits converged: {m['dirichlet_converged']} " in (r["path"] / "run.ipynb").read_text()
     # 28-px grey images: a turn moves the block grid (not measured) and there are no colour planes: None, said so
     assert m["cue_transpose"] is None and m["cue_shift"] is None
-    assert "luminance lattice not measured" in (r["path"] / "run.ipynb").read_text()
+    assert "luminance lattice None (off the grid, content alone: None)" in (r["path"] / "run.ipynb").read_text()
     scores = pd.read_parquet(r["path"] / "scores.parquet")
     assert len(scores) == m["n_test"] and set(scores["anomaly"]) == {0, 1}
     np.testing.assert_allclose(scores["score"], -scores["normality_dirichlet"], rtol=1e-6)

@@ -118,13 +118,13 @@ def compression_cues(images: torch.Tensor, quality: int = 75) -> dict:
         raise ValueError(f"compression_cues needs at least 2 square images, got {n} of {h}x{w}")
     table = luma_table(quality)
     x = images.cpu()
-    out = {"transpose": None, "transpose_off_grid": None, "shift": None, "images": n}
+    out = {"transpose": None, "transpose_off_grid": None, "shift": None, "images": n}   # rounded to 3 decimals
     if h % 8 == 0 and (table != table.T).any():
-        out["transpose"] = _turn_accuracy(x, table)
+        out["transpose"] = round(_turn_accuracy(x, table), 3)
         # the control: the same rule on blocks read 4 px off the JPEG grid, where only the content's own balance of
         # horizontal and vertical frequencies can tip it
         k = (h - 4) // 8 * 8
-        out["transpose_off_grid"] = _turn_accuracy(x[:, :, 4:4 + k, 4:4 + k], table)
+        out["transpose_off_grid"] = round(_turn_accuracy(x[:, :, 4:4 + k, 4:4 + k], table), 3)
     s = w // 4
     if c == 3 and s % CHROMA_BLOCK:
         shifts = [(s, 0), (-s, 0), (0, s), (0, -s)]
@@ -138,5 +138,5 @@ def compression_cues(images: torch.Tensor, quality: int = 75) -> dict:
         moved = [float((edge(apply(x, torch.full((n,), t), maps).numpy(), tx, ty) <= 0).mean())
                  for t, (tx, ty) in enumerate(shifts)]
         hits = [float(np.mean(plain)), float(np.mean(moved))]
-        out["shift"] = 0.5 * (hits[0] + hits[1])
+        out["shift"] = round(0.5 * (hits[0] + hits[1]), 3)
     return out
