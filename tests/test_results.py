@@ -287,21 +287,28 @@ def test_gallery_is_one_block_per_class_nominal_left_anomalous_right(tmp_path):
     assert w < 10 and h < 2.2 * 3 + 1, "about an inch per image: legible at 100% zoom, not a 40-row column"
 
 
+def fake_kde_run(outputs: Path, experiment: str, cls: str, overlap: float) -> Path:
+    """A finished KDE run on MNIST-C corruption ``cls`` with AUC 0.9 whose explanations put ``overlap`` of their mass
+    on the ground truth (one pixel per anomalous image) and the rest elsewhere (Clever Hans score = AUC - explanation
+    accuracy, set through the maps)."""
+    path = fake_run(outputs, cls, 0.9, experiment=experiment, dataset="mnist_c",
+                    params_file=REPO / "params" / "cleverhans" / "mnist_c.yaml")
+    p = yaml.safe_load((path / "params.yaml").read_text())
+    p["parameters"] = {"model": "kde", "anomaly_class": cls, "seed": 0}
+    (path / "params.yaml").write_text(yaml.safe_dump(p))
+    truth = np.zeros((12, 4, 4), np.float32)
+    truth[6:, 0, 0] = 1                                     # anomalous images: the truth is one pixel
+    native = truth * overlap
+    native[6:, 3, 3] = 1 - overlap                          # ... the explanation puts 1 - overlap elsewhere
+    np.savez(path / "maps.npz", native=native, ground_truth=truth)
+    return path
+
+
 def test_publish_puts_figure_3s_top3_beside_a_clever_hans_experiment(tmp_path):
     # KDE runs on four corruptions: Clever Hans score = AUC - explanation accuracy, set through the maps
     outputs = tmp_path / "outputs" / "quick"
-    mnist_c = REPO / "params" / "cleverhans" / "mnist_c.yaml"
     for cls, overlap in (("zigzag", 0.0), ("dotted_line", 0.1), ("fog", 0.9), ("stripe", 1.0)):
-        path = fake_run(outputs, cls, 0.9, experiment="cleverhans_mnist_c.model=kde", params_file=mnist_c,
-                        dataset="mnist_c")
-        p = yaml.safe_load((path / "params.yaml").read_text())
-        p["parameters"] = {"model": "kde", "anomaly_class": cls, "seed": 0}
-        (path / "params.yaml").write_text(yaml.safe_dump(p))
-        truth = np.zeros((12, 4, 4), np.float32)
-        truth[6:, 0, 0] = 1                                     # anomalous images: the truth is one pixel
-        native = truth * overlap
-        native[6:, 3, 3] = 1 - overlap                          # ... the explanation puts 1 - overlap elsewhere
-        np.savez(path / "maps.npz", native=native, ground_truth=truth)
+        fake_kde_run(outputs, "cleverhans_mnist_c.model=kde", cls, overlap)
     tables.publish(outputs, tmp_path / "results" / "quick")
     md = (tmp_path / "results" / "quick" / "cleverhans_mnist_c.md").read_text()
     assert "Figure 3: the three highest Clever Hans scores per model (mnist_c, %)" in md
@@ -313,21 +320,11 @@ def test_publish_ranks_figure_3s_top3_within_each_variant_not_over_their_mean(tm
     # two readings of one KDE experiment: under 'a' zigzag / dotted_line / fog have the highest Clever Hans scores,
     # under 'b' stripe / spatter / zigzag; their mean would put zigzag first and mix the two rankings
     outputs = tmp_path / "outputs" / "quick"
-    mnist_c = REPO / "params" / "cleverhans" / "mnist_c.yaml"
     overlaps = {"a": {"zigzag": 0.0, "dotted_line": 0.1, "fog": 0.2, "stripe": 0.9, "spatter": 0.95},
                 "b": {"zigzag": 0.2, "dotted_line": 0.9, "fog": 0.95, "stripe": 0.0, "spatter": 0.1}}
     for variant, by_class in overlaps.items():
         for cls, overlap in by_class.items():
-            path = fake_run(outputs, cls, 0.9, experiment=f"cleverhans_mnist_c.model=kde.reading={variant}",
-                            params_file=mnist_c, dataset="mnist_c")
-            p = yaml.safe_load((path / "params.yaml").read_text())
-            p["parameters"] = {"model": "kde", "anomaly_class": cls, "seed": 0}
-            (path / "params.yaml").write_text(yaml.safe_dump(p))
-            truth = np.zeros((12, 4, 4), np.float32)
-            truth[6:, 0, 0] = 1
-            native = truth * overlap
-            native[6:, 3, 3] = 1 - overlap
-            np.savez(path / "maps.npz", native=native, ground_truth=truth)
+            fake_kde_run(outputs, f"cleverhans_mnist_c.model=kde.reading={variant}", cls, overlap)
     tables.publish(outputs, tmp_path / "results" / "quick")
     md = (tmp_path / "results" / "quick" / "cleverhans_mnist_c.md").read_text()
     assert "(mnist_c, reading=a, %)" in md and "(mnist_c, reading=b, %)" in md

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from scipy.fft import dctn
 
+from ...data.core import JPEG_BLOCK   # 4:2:0 colour units: 8 x 8 blocks on a half-resolution plane
 from .transforms import Transform, apply, index_maps
 
 # The IJG / JPEG Annex K luminance table at quality 50, scaled to other qualities as libjpeg does.
@@ -28,7 +29,6 @@ LUMA_Q50 = np.array([[16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 
                      [14, 13, 16, 24, 40, 57, 69, 56], [14, 17, 22, 29, 51, 87, 80, 62],
                      [18, 22, 37, 56, 68, 109, 103, 77], [24, 35, 55, 64, 81, 104, 113, 92],
                      [49, 64, 78, 87, 103, 121, 120, 101], [72, 92, 95, 98, 112, 100, 103, 99]])
-CHROMA_BLOCK = 16      # 4:2:0: 8 x 8 DCT blocks on a half-resolution colour plane
 
 
 def luma_table(quality: int) -> np.ndarray:
@@ -87,7 +87,7 @@ def chroma_edge_at_grid(x: np.ndarray, offset: int) -> np.ndarray:
         around = 0.5 * (np.abs(a[:, :, col - 1] - a[:, :, col - 2]) + np.abs(a[:, :, col + 1] - a[:, :, col]))
         return (jump - around).mean(axis=1)
 
-    grid = [c for c in range(CHROMA_BLOCK, w - 1, CHROMA_BLOCK) if 2 <= c + offset <= w - 2]
+    grid = [c for c in range(JPEG_BLOCK, w - 1, JPEG_BLOCK) if 2 <= c + offset <= w - 2]
     if not grid:
         return np.zeros(len(x))
     return sum(step(a, c) - step(a, c + offset) for a in (cb, cr) for c in grid) / len(grid)
@@ -126,7 +126,7 @@ def compression_cues(images: torch.Tensor, quality: int = 75) -> dict:
         k = (h - 4) // 8 * 8
         out["transpose_off_grid"] = round(_turn_accuracy(x[:, :, 4:4 + k, 4:4 + k], table), 3)
     s = w // 4
-    if c == 3 and s % CHROMA_BLOCK:
+    if c == 3 and s % JPEG_BLOCK:
         shifts = [(s, 0), (-s, 0), (0, s), (0, -s)]
         maps = index_maps([Transform(False, tx, ty, 0) for tx, ty in shifts], w)
         xs = x.numpy()
