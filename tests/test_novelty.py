@@ -8,6 +8,7 @@ import torch
 
 from oneclass import metrics
 from oneclass.methods.novelty import BatchMinMax, L0Linear, NoveltyNormalization
+from oneclass.methods.novelty.nets import LeNetAutoencoder
 
 
 def tiny_images(n=24, channels=1, size=28, seed=0):
@@ -177,6 +178,14 @@ def test_paper_networks_have_the_stated_depths_and_codes():
     convs = [m for m in wide.model_["ae"].encoder if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [32, 64] and wide.model_["ae"].encoder[-1].out_features == 32
     assert wide.model_["ae"].encoder[-1].in_features == 64 * 7 * 7 and wide.config_["name"] == "lenet28_32_64"
+    # the stride-2 decoder (ours): no fixed interpolation, each transposed conv doubles the resolution itself
+    tconv = NoveltyNormalization(net="lenet28_32_64_tconv", batch_size=8).fit(tiny_images(8), epochs=1)
+    dec = tconv.model_["ae"].decoder
+    assert not any(isinstance(m, torch.nn.Upsample) for m in dec)
+    assert [m.stride for m in dec if isinstance(m, torch.nn.ConvTranspose2d)] == [(2, 2), (2, 2)]
+    assert tconv.score(tiny_images(3)).maps.shape == (3, 28, 28)
+    with pytest.raises(ValueError, match="upsample"):
+        LeNetAutoencoder(1, 28, upsample="bilinear")
 
 
 def test_ablation_variants_switch_the_modules():

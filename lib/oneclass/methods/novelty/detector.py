@@ -153,7 +153,7 @@ class NoveltyNormalization(Detector):
         k = 2 if (self.normalize == "terms" and self.novelty_scoring) else 1
         with seeded(self.seed_):
             parts = {"ae": LeNetAutoencoder(x.shape[1], x.shape[-1], cfg["channels"], cfg["z_dim"],
-                                            batch_norm=self.ae_batch_norm),
+                                            batch_norm=self.ae_batch_norm, upsample=cfg.get("upsample", "nearest")),
                      "norm": BatchMinMax(k, gradient=self.norm_gradient)}
             if self.novelty_scoring:
                 parts["ns"] = NoveltyScorer(cfg["z_dim"], cfg["ns_hidden"], self.l0)

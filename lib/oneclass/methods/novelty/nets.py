@@ -20,10 +20,15 @@ ABLATION = {   # Table 4's rows: name -> (novelty_scoring, normalize)
 # The paper gives the depth (two convs / two dense layers for 28 px, three / three for 32 px) and z, not the
 # widths of the NS MLP; halving widths are our choice.
 # The wider 28px ones are ours (the paper says only "similar" to Deep SVDD's network): same depth and z, more channels.
+# "upsample": how the decoder doubles the resolution before each transposed conv: "nearest" (Deep SVDD's fixed x2
+# interpolation, the default) or "transposed" (ours: the transposed conv itself has stride 2 and learns the
+# upsampling; section 4.2 says only that the decoder is "composed of transposed 2D-convolutional layers").
+UPSAMPLE = ("nearest", "transposed")
 CONFIGS = {
     "lenet28": {"channels": (8, 4), "z_dim": 32, "ns_hidden": (16,)},
     "lenet28_16_8": {"channels": (16, 8), "z_dim": 32, "ns_hidden": (16,)},
     "lenet28_32_64": {"channels": (32, 64), "z_dim": 32, "ns_hidden": (16,)},
+    "lenet28_32_64_tconv": {"channels": (32, 64), "z_dim": 32, "ns_hidden": (16,), "upsample": "transposed"},
     "lenet32": {"channels": (32, 64, 128), "z_dim": 64, "ns_hidden": (32, 16)},
 }
 
@@ -37,12 +42,17 @@ LITERAL_ZERO = 1e-10
 class LeNetAutoencoder(nn.Module):
     """5x5 convs (pad 2, no bias) + BN (affine=False, eps 1e-4) + leaky ReLU + 2x2 max-pool, dense code z;
     a mirrored decoder of x2 upsampling + 5x5 transposed convs, sigmoid output in [0, 1] (Deep SVDD's layout).
+    ``upsample="transposed"`` (ours) drops the fixed x2 interpolation: each 5x5 transposed conv has stride 2 and
+    doubles the resolution itself (padding 2, output padding 1).
 
     ``batch_norm=False`` is section 4.2 as printed, which names only "a leaky ReLU activation and a 2x2 pixel
     pooling" after each convolution: no batch norm, and every conv, transposed conv and dense layer with a bias."""
 
-    def __init__(self, in_channels: int, size: int, channels=(8, 4), z_dim: int = 32, batch_norm: bool = True):
+    def __init__(self, in_channels: int, size: int, channels=(8, 4), z_dim: int = 32, batch_norm: bool = True,
+                 upsample: str = "nearest"):
         super().__init__()
+        if upsample not in UPSAMPLE:
+            raise ValueError(f"unknown upsample {upsample!r}; choose one of {UPSAMPLE}")
         depth = len(channels)
         if size % 2 ** depth:
             raise ValueError(f"image size {size} is not divisible by 2**{depth} (one 2x2 pooling per conv layer); "
@@ -63,8 +73,11 @@ class LeNetAutoencoder(nn.Module):
         dec, outs = [], list(reversed(channels[:-1])) + [in_channels]
         for i, c in enumerate(outs):
             last = i == len(outs) - 1
-            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.ConvTranspose2d(prev, c, 5, padding=2,
-                                                                                    bias=bias or last)]
+            if upsample == "nearest":
+                dec += [nn.Upsample(scale_factor=2, mode="nearest"),
+                        nn.ConvTranspose2d(prev, c, 5, padding=2, bias=bias or last)]
+            else:
+                dec += [nn.ConvTranspose2d(prev, c, 5, stride=2, padding=2, output_padding=1, bias=bias or last)]
             dec += [nn.Sigmoid()] if last else [*norm(c), nn.LeakyReLU(0.01)]
             prev = c
         self.decoder = nn.Sequential(*dec)
