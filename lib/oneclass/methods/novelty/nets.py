@@ -29,6 +29,7 @@ CONFIGS = {
     "lenet28_16_8": {"channels": (16, 8), "z_dim": 32, "ns_hidden": (16,)},
     "lenet28_32_64": {"channels": (32, 64), "z_dim": 32, "ns_hidden": (16,)},
     "lenet28_32_64_tconv": {"channels": (32, 64), "z_dim": 32, "ns_hidden": (16,), "upsample": "transposed"},
+    "lenet28_64_128_tconv": {"channels": (64, 128), "z_dim": 32, "ns_hidden": (16,), "upsample": "transposed"},
     "lenet32": {"channels": (32, 64, 128), "z_dim": 64, "ns_hidden": (32, 16)},
 }
 
