@@ -391,6 +391,37 @@ def test_ablation_gains_verdicts_on_a_known_table():
     assert given.loc["configuration=b", "paper + Normalization gain"] == pytest.approx(0.0113)
 
 
+def test_table_readings_keep_complete_readings_best_first_against_the_goal():
+    """Three published Table 1 readings: two over all ten digits (means 0.9700 and 0.9600 against 0.9765) and one
+    over four digits, which is left out; 0.9700 is within the goal of 0.01, 0.9600 is not; two seeds of one
+    reading count as seeds=2; minutes per run come from the mean seconds."""
+    import math
+
+    import pandas as pd
+
+    from oneclass.methods import novelty
+
+    def mean_row(exp, mean, classes, runs, seconds, paper_value=0.9765, **kw):
+        return {"paper": "novelty", "table": "Table 1", "dataset": "mnist", "metric": "auc", "experiment": exp,
+                "method": exp, "preset": "quick", "mean": mean, "classes": classes, "runs": runs, "seconds": seconds,
+                "paper_value": paper_value, "torch_threads": 1, "budget": "30 epochs", "commit": "c" * 40,
+                "class": "mean"} | kw
+
+    rows = [mean_row("b", 0.9600, 10, 10, 120.0), mean_row("a", 0.9700, 10, 20, 600.0),
+            mean_row("subset", 0.9900, 4, 4, 60.0, paper_value=0.968),
+            mean_row("cifar", 0.9900, 10, 10, 60.0, dataset="cifar10"),
+            dict(mean_row("a", 0.9910, 10, 2, 600.0), **{"class": "3"})]
+    out = novelty.table_readings(pd.DataFrame(rows))
+    assert list(out["experiment"]) == ["a", "b"]
+    assert list(out["within_goal"]) == [True, False]
+    assert out["gap"].tolist() == pytest.approx([-0.0065, -0.0165])
+    assert list(out["seeds"]) == [2, 1] and out["minutes_per_run"].tolist() == pytest.approx([10.0, 2.0])
+    assert novelty.table_readings(pd.DataFrame(rows), goal=0.02)["within_goal"].all()
+    assert not math.isnan(out.loc[0, "paper"])
+    with pytest.raises(ValueError, match="all 10 classes of fmnist"):
+        novelty.table_readings(pd.DataFrame(rows), dataset="fmnist")
+
+
 # --- section 4.2's layout as printed ----------------------------------------------------------------------------
 
 def test_autoencoder_without_batch_norm_has_biases_and_no_mode_dependence():

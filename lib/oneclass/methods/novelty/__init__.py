@@ -5,10 +5,10 @@ Files: ``nets`` (autoencoder, novelty-scoring head with its L0 term, batch min-m
 (Table 4's gains read from published results, with a verdict per reading).
 """
 from . import claims, nets
-from .claims import ablation_gains
+from .claims import ablation_gains, table_readings
 from .detector import AE_LOSS, CONFIGURATIONS, LOAD, LR_STEP_UNITS, RECONSTRUCTION, NoveltyNormalization, input_shape
 from .nets import (ABLATION, CONFIGS, L0_MODES, NORM_STATS, NORMALIZE, BatchMinMax, L0Linear, LeNetAutoencoder,
                    NoveltyScorer)
 
-__all__ = ["ablation_gains", "claims", "AE_LOSS", "CONFIGURATIONS", "LR_STEP_UNITS", "RECONSTRUCTION", "LOAD", "NoveltyNormalization", "input_shape", "ABLATION", "CONFIGS", "L0_MODES",
+__all__ = ["ablation_gains", "table_readings", "claims", "AE_LOSS", "CONFIGURATIONS", "LR_STEP_UNITS", "RECONSTRUCTION", "LOAD", "NoveltyNormalization", "input_shape", "ABLATION", "CONFIGS", "L0_MODES",
            "NORM_STATS", "NORMALIZE", "BatchMinMax", "L0Linear", "LeNetAutoencoder", "NoveltyScorer", "nets"]

@@ -1,6 +1,9 @@
-"""Table 4's claims read from published results: does each module add what the paper says, under each reading?
+"""The paper's claims read from published results.
 
-:func:`ablation_gains` takes the published frame (``oneclass.tables.published_frame()``) and one ablation
+:func:`table_readings`: every published reading of one of Tables 1-3 over all of its classes, its mean beside the
+paper's and whether it is within a goal of it, best first, with its CPU time per run.
+
+:func:`ablation_gains` (Table 4: does each module add what the paper says, under each reading?) takes the published frame (``oneclass.tables.published_frame()``) and one ablation
 experiment whose runs vary ``variant`` (ae / ae_norm / full) and, optionally, another axis (``configuration``); it
 returns one row per reading with the three means over classes, each step's gain beside the paper's, and a verdict
 that accounts for seed noise.
@@ -60,6 +63,28 @@ def ablation_gains(frame: pd.DataFrame, base: str, z: float = 2.0, paper=None) -
             rec[f"{label} verdict"] = _verdict(rec[label], se, z)
         out.append(rec)
     return pd.DataFrame(out).set_index("reading")
+
+
+def table_readings(frame: pd.DataFrame, table: str = "Table 1", dataset: str = "mnist", classes: int = 10,
+                   goal: float = 0.01, paper: str = "novelty") -> pd.DataFrame:
+    """One row per published reading (experiment and method) of ``paper``'s ``table`` on ``dataset`` that covers
+    all ``classes`` classes: its mean AUC over them, the paper's mean, ``gap`` (ours - paper), ``within_goal``
+    (|gap| <= ``goal``), ``seeds``, ``minutes_per_run`` (the mean wall-clock minutes of one run, one class and seed,
+    on ``torch_threads`` threads), the budget and the commit; best mean first. Readings over fewer classes are
+    left out: their mean is not comparable with the paper's."""
+    rows = frame[(frame["paper"] == paper) & (frame["table"] == table) & (frame["dataset"] == dataset)
+                 & (frame["class"].astype(str) == "mean") & (frame["metric"] == "auc")
+                 & (frame["classes"] == classes) & frame["paper_value"].notna()]
+    if rows.empty:
+        raise ValueError(f"no published {paper} {table} reading covers all {classes} classes of {dataset}: publish "
+                         f"one (python -m oneclass.tables --publish outputs/<preset> results/<preset>)")
+    out = pd.DataFrame({
+        "experiment": rows["experiment"], "method": rows["method"], "preset": rows["preset"],
+        "mean": rows["mean"], "paper": rows["paper_value"], "gap": rows["mean"] - rows["paper_value"],
+        "within_goal": (rows["mean"] - rows["paper_value"]).abs() <= goal + 1e-12,
+        "seeds": rows["runs"] // classes, "minutes_per_run": rows["seconds"] / 60.0,
+        "torch_threads": rows["torch_threads"], "budget": rows["budget"], "commit": rows["commit"].str[:10]})
+    return out.sort_values("mean", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def _verdict(gain: float, se: float, z: float) -> str:
