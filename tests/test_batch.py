@@ -95,6 +95,57 @@ def test_sigkill_mid_batch_then_rerun_completes_only_missing_runs(outputs):
     assert leftovers == []
 
 
+def processes_of(outputs) -> list[int]:
+    """Live processes whose environment names this outputs folder: the batch, its workers and their kernels."""
+    mine = f"ONECLASS_OUTPUTS={outputs}".encode()
+    pids = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if mine in env.read_bytes().split(b"\0"):
+                pids.append(int(env.parent.name))
+        except OSError:   # gone meanwhile, or not ours to read
+            pass
+    return pids
+
+
+def kernels_of(outputs) -> int:
+    return sum(b"ipykernel_launcher" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in processes_of(outputs)
+               if Path(f"/proc/{pid}/cmdline").exists())
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc to find the batch's processes")
+@pytest.mark.parametrize("how", ["SIGTERM to the batch process", "Ctrl-C (SIGINT to its process group)"])
+def test_a_stopped_batch_leaves_nothing_running_and_resumes(outputs, how):
+    """Stopped while two runs sleep in their kernels, the batch exits with 130 and says how to resume; none of its
+    workers or kernels lives on, no half-written folder and no queued run is left behind, no run is recorded as
+    failed; the same command then runs all six."""
+    proc = cli("-j", "2", "--set", "sleep=60", outputs=outputs, start_new_session=True)
+    deadline = time.time() + 180
+    while kernels_of(outputs) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert kernels_of(outputs) == 2, "two runs should be in progress"
+    time.sleep(2.0)   # inside the notebook's sleep
+    if how.startswith("SIGTERM"):
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "rerun the same command to resume" in out and "failed" not in out
+    deadline = time.time() + 30
+    while processes_of(outputs) and time.time() < deadline:
+        time.sleep(0.2)
+    assert processes_of(outputs) == []
+    assert finished(outputs) == set()
+    toy = outputs / "smoke" / "toy"
+    assert [p for p in toy.rglob("*") if p.name.startswith(".seed_") and ".lock" not in p.name] == []
+    assert list(toy.rglob("*.failed")) == []
+    proc = cli("-j", "2", outputs=outputs)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "6 done" in out, out
+    assert finished(outputs) == EXPECTED
+
+
 def test_two_runners_on_one_outputs_folder_do_not_collide(outputs):
     a = cli("--set", "sleep=1.0", outputs=outputs)
     b = cli("--set", "sleep=1.0", outputs=outputs)

@@ -10,6 +10,10 @@ parallel runs never race for TCP ports), writes into a temporary folder and is r
 runners share one outputs folder. A finished run is skipped on a rerun (``--redo`` replaces it); a finished run
 with different parameters is reported as stale and left alone. A failed run keeps its traceback in
 ``seed_<k>.failed/error.txt`` and the others go on; the exit code is 1 when any run failed.
+
+Ctrl-C or SIGTERM (``kill PID``, a scheduler's time limit) stops the batch: the runs in progress are abandoned (their
+kernels shut down, their temporary folders removed), no queued run starts, finished runs are kept, and the exit code
+is 130; the same command resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -34,7 +39,8 @@ from . import params as P
 from .runs import (MANAGED_MARKER, environment, finalize, is_finished, outputs_root, run_path, temporary_path,
                    write_yaml)
 
-STATUSES = ("done", "skipped", "stale", "busy", "failed")
+STATUSES = ("done", "skipped", "stale", "busy", "failed", "interrupted")
+INTERRUPTED_EXIT = 130
 
 
 @dataclass
@@ -135,9 +141,43 @@ def _execute_notebook(spec: P.RunSpec, tmp: Path, threads: int | None) -> None:
         shutil.rmtree(sockets, ignore_errors=True)
 
 
+# --- stopping ----------------------------------------------------------------------------------------------
+# A worker process of a parallel batch stops on its first SIGINT or SIGTERM: the run in progress is abandoned (a
+# KeyboardInterrupt inside papermill; _execute_notebook's finally shuts its kernel down) and every run handed to it
+# afterwards returns "interrupted" without starting. A second signal does not interrupt the kernel's shutdown.
+_stopping = False
+_running = False
+
+
+def _stop_worker(signum, frame) -> None:
+    global _stopping
+    first, _stopping = not _stopping, True
+    if first and _running:
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGINT, _stop_worker)
+    signal.signal(signal.SIGTERM, _stop_worker)
+
+
+def _stop_main(signum, frame) -> None:
+    """The batch's own process (the command line): SIGINT and SIGTERM stop it; a kernel error that the same Ctrl-C
+    caused is then an abandoned run, not a failed one."""
+    global _stopping
+    _stopping = True
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
 def execute(spec: P.RunSpec, outputs: str, redo: bool = False, threads: int | None = None) -> Result:
-    """Run one spec into its run folder (in this process's kernel child); safe to call from many processes."""
+    """Run one spec into its run folder (in this process's kernel child); safe to call from many processes.
+    Interrupted (KeyboardInterrupt, or a stopping worker), the run leaves no folder behind and returns
+    "interrupted"."""
+    global _running
     from filelock import FileLock, Timeout
+
+    if _stopping:
+        return Result(spec.label, "interrupted", message="the batch was stopped before this run started")
 
     final = run_path(outputs, spec.preset, spec.experiment, spec.dataset, spec.normal_class, spec.seed)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -163,13 +203,22 @@ def execute(spec: P.RunSpec, outputs: str, redo: bool = False, threads: int | No
         write_yaml(tmp / "params.yaml", record(spec))
         start = time.time()
         try:
+            _running = True
             _execute_notebook(spec, tmp, threads)
             if not (tmp / "metrics.json").exists():
                 raise RuntimeError("the notebook finished without writing metrics.json: it must call "
                                    "run.save_metrics(...) (see CONTRIBUTING.md)")
+        except KeyboardInterrupt:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return Result(spec.label, "interrupted", time.time() - start, message="stopped mid-run; not kept")
         except Exception as err:  # noqa: BLE001 - any failure of one run is recorded, the batch goes on
+            if _stopping:   # the kernel was interrupted by the same signal: an abandoned run, not a failed one
+                shutil.rmtree(tmp, ignore_errors=True)
+                return Result(spec.label, "interrupted", time.time() - start, message="stopped mid-run; not kept")
             failed = _fail(tmp, final, _error_text(err))
             return Result(spec.label, "failed", time.time() - start, str(failed), summary(err)[:300])
+        finally:
+            _running = False
         seconds = time.time() - start
         (tmp / "env.json").write_text(json.dumps(environment(seconds, tmp), indent=2))
         (tmp / MANAGED_MARKER).unlink()
@@ -232,16 +281,38 @@ def _local(specs, outputs, redo, jobs, threads):
 
     if jobs == 1:
         for spec in specs:
-            yield execute(spec, outputs, redo, threads)
+            res = execute(spec, outputs, redo, threads)
+            yield res
+            if res.status == "interrupted":
+                raise KeyboardInterrupt("the run was interrupted")
         return
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init) as pool:
         futures = {pool.submit(execute, s, outputs, redo, threads): s for s in specs}
-        for fut in as_completed(futures):
-            try:
-                yield fut.result()
-            except Exception as err:  # noqa: BLE001 - a dead worker process fails its run, not the batch
-                yield Result(futures[fut].label, "failed", message=f"worker died: {err}")
+        try:
+            for fut in as_completed(futures):
+                try:
+                    yield fut.result()
+                except Exception as err:  # noqa: BLE001 - a dead worker process fails its run, not the batch
+                    yield Result(futures[fut].label, "failed", message=f"worker died: {err}")
+        except (KeyboardInterrupt, GeneratorExit):
+            _stop_pool(pool)
+            raise
+
+
+def _stop_pool(pool, grace: float = 60.0) -> None:
+    """Cancel the queued runs and stop the workers' runs in progress, waiting (up to ``grace`` seconds) for their
+    kernels to shut down, so that nothing of the batch keeps running after it returns."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())   # no public handle on the workers
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in workers:
+        if proc.is_alive():
+            proc.terminate()        # SIGTERM: _stop_worker abandons the run and shuts its kernel down
+    deadline = time.time() + grace
+    for proc in workers:
+        proc.join(max(0.0, deadline - time.time()))
+        if proc.is_alive():
+            proc.kill()
 
 
 def _dask(specs, outputs, redo, scheduler, threads):
@@ -363,7 +434,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}\n(no run was started)", file=sys.stderr)
         return 2
     print(f"{len(specs)} runs, preset {args.preset}, -j {args.jobs}, outputs {outputs_root(args.outputs)}")
-    results = run_batch(specs, args.outputs, args.jobs, args.redo, args.executor, args.scheduler)
+    global _stopping
+    _stopping = False
+    previous = {sig: signal.signal(sig, _stop_main) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        results = run_batch(specs, args.outputs, args.jobs, args.redo, args.executor, args.scheduler)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished runs are kept in {outputs_root(args.outputs)}, the runs in progress were "
+              f"abandoned; rerun the same command to resume (finished runs are skipped)", file=sys.stderr)
+        return INTERRUPTED_EXIT
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     counts = Counter(r.status for r in results)
     print("; ".join(f"{counts[k]} {k}" for k in STATUSES if counts[k]))
     for r in results:
