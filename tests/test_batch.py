@@ -95,22 +95,22 @@ def test_sigkill_mid_batch_then_rerun_completes_only_missing_runs(outputs):
     assert leftovers == []
 
 
-def processes_of(outputs) -> list[int]:
-    """Live processes whose environment names this outputs folder: the batch, its workers and their kernels."""
+def processes_of(outputs) -> dict[int, bytes]:
+    """Live processes whose environment names this outputs folder (the batch, its workers and their kernels), with
+    their command lines."""
     mine = f"ONECLASS_OUTPUTS={outputs}".encode()
-    pids = []
+    found = {}
     for env in Path("/proc").glob("[0-9]*/environ"):
         try:
             if mine in env.read_bytes().split(b"\0"):
-                pids.append(int(env.parent.name))
+                found[int(env.parent.name)] = (env.parent / "cmdline").read_bytes()
         except OSError:   # gone meanwhile, or not ours to read
             pass
-    return pids
+    return found
 
 
 def kernels_of(outputs) -> int:
-    return sum(b"ipykernel_launcher" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in processes_of(outputs)
-               if Path(f"/proc/{pid}/cmdline").exists())
+    return sum(b"ipykernel_launcher" in cmdline for cmdline in processes_of(outputs).values())
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc to find the batch's processes")
@@ -135,7 +135,7 @@ def test_a_stopped_batch_leaves_nothing_running_and_resumes(outputs, how):
     deadline = time.time() + 30
     while processes_of(outputs) and time.time() < deadline:
         time.sleep(0.2)
-    assert processes_of(outputs) == []
+    assert processes_of(outputs) == {}
     assert finished(outputs) == set()
     toy = outputs / "smoke" / "toy"
     assert [p for p in toy.rglob("*") if p.name.startswith(".seed_") and ".lock" not in p.name] == []

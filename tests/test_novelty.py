@@ -404,8 +404,8 @@ def test_table_readings_keep_complete_readings_best_first_against_the_goal():
     def mean_row(exp, mean, classes, runs, seconds, paper_value=0.9765, **kw):
         return {"paper": "novelty", "table": "Table 1", "dataset": "mnist", "metric": "auc", "experiment": exp,
                 "method": exp, "preset": "quick", "mean": mean, "classes": classes, "runs": runs, "seconds": seconds,
-                "paper_value": paper_value, "torch_threads": 1, "budget": "30 epochs", "commit": "c" * 40,
-                "class": "mean"} | kw
+                "paper_value": paper_value, "diff": mean - paper_value, "torch_threads": 1, "budget": "30 epochs",
+                "commit": "c" * 40, "class": "mean"} | kw
 
     rows = [mean_row("b", 0.9600, 10, 10, 120.0), mean_row("a", 0.9700, 10, 20, 600.0),
             mean_row("subset", 0.9900, 4, 4, 60.0, paper_value=0.968),

@@ -169,6 +169,12 @@ def _stop_main(signum, frame) -> None:
     raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
+def _abandon(spec: P.RunSpec, tmp: Path, start: float) -> Result:
+    """A run stopped mid-way: its temporary folder goes, nothing is recorded."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    return Result(spec.label, "interrupted", time.time() - start, message="stopped mid-run; not kept")
+
+
 def execute(spec: P.RunSpec, outputs: str, redo: bool = False, threads: int | None = None) -> Result:
     """Run one spec into its run folder (in this process's kernel child); safe to call from many processes.
     Interrupted (KeyboardInterrupt, or a stopping worker), the run leaves no folder behind and returns
@@ -209,12 +215,10 @@ def execute(spec: P.RunSpec, outputs: str, redo: bool = False, threads: int | No
                 raise RuntimeError("the notebook finished without writing metrics.json: it must call "
                                    "run.save_metrics(...) (see CONTRIBUTING.md)")
         except KeyboardInterrupt:
-            shutil.rmtree(tmp, ignore_errors=True)
-            return Result(spec.label, "interrupted", time.time() - start, message="stopped mid-run; not kept")
+            return _abandon(spec, tmp, start)
         except Exception as err:  # noqa: BLE001 - any failure of one run is recorded, the batch goes on
             if _stopping:   # the kernel was interrupted by the same signal: an abandoned run, not a failed one
-                shutil.rmtree(tmp, ignore_errors=True)
-                return Result(spec.label, "interrupted", time.time() - start, message="stopped mid-run; not kept")
+                return _abandon(spec, tmp, start)
             failed = _fail(tmp, final, _error_text(err))
             return Result(spec.label, "failed", time.time() - start, str(failed), summary(err)[:300])
         finally:

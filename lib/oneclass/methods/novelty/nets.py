@@ -20,9 +20,9 @@ ABLATION = {   # Table 4's rows: name -> (novelty_scoring, normalize)
 # The paper gives the depth (two convs / two dense layers for 28 px, three / three for 32 px) and z, not the
 # widths of the NS MLP; halving widths are our choice.
 # The wider 28px ones are ours (the paper says only "similar" to Deep SVDD's network): same depth and z, more channels.
-# "upsample": how the decoder doubles the resolution before each transposed conv: "nearest" (Deep SVDD's fixed x2
-# interpolation, the default) or "transposed" (ours: the transposed conv itself has stride 2 and learns the
-# upsampling; section 4.2 says only that the decoder is "composed of transposed 2D-convolutional layers").
+# "upsample": how the decoder doubles the resolution at each layer: "nearest" (Deep SVDD's fixed x2 interpolation
+# before each transposed conv, the default) or "transposed" (ours: the transposed conv itself has stride 2 and learns
+# the upsampling; section 4.2 says only that the decoder is "composed of transposed 2D-convolutional layers").
 UPSAMPLE = ("nearest", "transposed")
 CONFIGS = {
     "lenet28": {"channels": (8, 4), "z_dim": 32, "ns_hidden": (16,)},
